@@ -1,0 +1,1 @@
+//! bay-server: the HTTP/WebSocket API over bay-core, and the driver factory.

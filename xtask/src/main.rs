@@ -1,0 +1,37 @@
+//! `cargo xtask …`: the project's own automation (rust-analyzer style).
+//!
+//! Every command is plain Rust calling `cargo`, `docker` and friends, so that a fresh machine
+//! needs nothing but the toolchain to build, serve and test Bay.
+
+mod cmd;
+mod serve;
+mod ship_image;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Bay's development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build what is missing and run bay-server on the embedded SQLite default.
+    Serve(serve::Args),
+    /// Install what the tests need (idempotent), then run every check and test (what CI runs).
+    Test(test::Args),
+    /// Build the ship image (`ship:latest` by default) from local parts only.
+    ShipImage(ship_image::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Test(args) => test::run(args),
+        Command::ShipImage(args) => ship_image::run(args),
+    }
+}
