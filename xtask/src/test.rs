@@ -18,12 +18,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cmd::run(cmd::cargo().args(["fmt", "--all", "--check"]))?;
         cmd::run(
             cmd::cargo()
-                .args(["clippy", "--workspace", "--all-targets", "--all-features", "--"])
+                .args([
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--all-features",
+                    "--",
+                ])
                 .args(["-D", "warnings"]),
         )?;
     }
     let mut c = cmd::cargo();
-    c.args(["nextest", "run", "--workspace", "--all-features", "--no-fail-fast"]);
+    c.args([
+        "nextest",
+        "run",
+        "--workspace",
+        "--all-features",
+        "--no-fail-fast",
+    ]);
     c.args(&args.nextest_args);
     cmd::run(&mut c)?;
     cmd::run(cmd::cargo().args(["test", "--workspace", "--all-features", "--doc"]))
