@@ -1,0 +1,2 @@
+DROP TABLE session_ships;
+DROP TABLE ships;

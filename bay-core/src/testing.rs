@@ -1,0 +1,557 @@
+//! Test doubles (feature `testing`): a [`FakeDriver`] that records calls and can inject failures
+//! and delays, and a [`FakeShip`] agent served in-process on loopback.
+//!
+//! ```
+//! # #[tokio::main] async fn main() {
+//! use bay_core::driver::ContainerDriver;
+//! use bay_core::testing::{FakeDriver, FakeShip};
+//! let ship = FakeShip::start().await;
+//! let driver = FakeDriver::new(ship.address());
+//! assert!(driver.list_managed().await.unwrap().is_empty());
+//! # }
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::driver::{
+    ContainerDriver, ContainerInfo, DriverError, DriverResult, ManagedContainer,
+    ShipContainerRequest,
+};
+
+/// Driver methods, for call records and failure injection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `initialize`
+    Initialize,
+    /// `create_ship_container`
+    Create,
+    /// `stop_ship_container`
+    Stop,
+    /// `ship_data_exists`
+    DataExists,
+    /// `get_container_logs`
+    Logs,
+    /// `is_container_running`
+    IsRunning,
+    /// `delete_ship_data`
+    DeleteData,
+    /// `list_managed`
+    ListManaged,
+}
+
+/// One recorded driver call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// which method
+    pub op: Op,
+    /// its main argument (ship id or container id)
+    pub arg: String,
+}
+
+#[derive(Debug, Clone)]
+struct FakeContainer {
+    ship_id: String,
+    running: bool,
+    token: String,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    calls: Vec<Call>,
+    containers: HashMap<String, FakeContainer>,
+    data: HashSet<String>,
+    failures: HashMap<Op, (DriverError, Option<usize>)>,
+    delays: HashMap<Op, Duration>,
+    peak_live: usize,
+    next_id: usize,
+}
+
+/// An in-memory container driver. Containers are records; every one "runs" the same
+/// [`FakeShip`] agent, whose address it returns.
+#[derive(Debug, Clone)]
+pub struct FakeDriver {
+    address: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeDriver {
+    /// A driver whose containers answer at `address` (`IP:port`).
+    pub fn new(address: impl Into<String>) -> Self {
+        Self {
+            address: address.into(),
+            state: Arc::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `op` fail with `error`: `times` calls, or every call when `None`.
+    pub fn fail(&self, op: Op, error: DriverError, times: Option<usize>) {
+        self.state().failures.insert(op, (error, times));
+    }
+
+    /// Stops injecting failures into `op`.
+    pub fn heal(&self, op: Op) {
+        self.state().failures.remove(&op);
+    }
+
+    /// Delays every call of `op`.
+    pub fn delay(&self, op: Op, by: Duration) {
+        self.state().delays.insert(op, by);
+    }
+
+    /// The calls so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.state().calls.clone()
+    }
+
+    /// How many calls of `op` were made.
+    pub fn count(&self, op: Op) -> usize {
+        self.state().calls.iter().filter(|c| c.op == op).count()
+    }
+
+    /// Containers that exist now (running or not).
+    pub fn containers(&self) -> Vec<ManagedContainer> {
+        let mut v: Vec<_> = self
+            .state()
+            .containers
+            .iter()
+            .map(|(id, c)| ManagedContainer {
+                container_id: id.clone(),
+                ship_id: c.ship_id.clone(),
+                running: c.running,
+            })
+            .collect();
+        v.sort_by(|a, b| a.container_id.cmp(&b.container_id));
+        v
+    }
+
+    /// The most containers that ever existed at once.
+    pub fn peak_containers(&self) -> usize {
+        self.state().peak_live
+    }
+
+    /// Ship ids whose data exists.
+    pub fn data(&self) -> HashSet<String> {
+        self.state().data.clone()
+    }
+
+    /// The token given to a container.
+    pub fn token_of(&self, container_id: &str) -> Option<String> {
+        self.state()
+            .containers
+            .get(container_id)
+            .map(|c| c.token.clone())
+    }
+
+    /// Simulates a crash: the container disappears.
+    pub fn vanish(&self, container_id: &str) {
+        self.state().containers.remove(container_id);
+    }
+
+    /// Simulates a container left behind by someone (e.g. a crashed Bay).
+    pub fn plant(&self, ship_id: &str) -> String {
+        let mut s = self.state();
+        s.next_id += 1;
+        let id = format!("fake-{:06}", s.next_id);
+        s.containers.insert(
+            id.clone(),
+            FakeContainer {
+                ship_id: ship_id.to_owned(),
+                running: true,
+                token: String::new(),
+            },
+        );
+        s.peak_live = s.peak_live.max(s.containers.len());
+        id
+    }
+
+    /// Removes a ship's data behind Bay's back.
+    pub fn lose_data(&self, ship_id: &str) {
+        self.state().data.remove(ship_id);
+    }
+
+    async fn enter(&self, op: Op, arg: &str) -> DriverResult<()> {
+        let delay = {
+            let mut s = self.state();
+            s.calls.push(Call {
+                op,
+                arg: arg.to_owned(),
+            });
+            if let Some((err, times)) = s.failures.get_mut(&op) {
+                let err = err.clone();
+                match times {
+                    Some(0) => {
+                        s.failures.remove(&op);
+                    }
+                    Some(n) => {
+                        *n -= 1;
+                        if *n == 0 {
+                            s.failures.remove(&op);
+                        }
+                        return Err(err);
+                    }
+                    None => return Err(err),
+                }
+            }
+            s.delays.get(&op).copied()
+        };
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ContainerDriver for FakeDriver {
+    async fn initialize(&self) -> DriverResult<()> {
+        self.enter(Op::Initialize, "").await
+    }
+
+    async fn close(&self) -> DriverResult<()> {
+        Ok(())
+    }
+
+    async fn create_ship_container(&self, req: &ShipContainerRequest) -> DriverResult<ContainerInfo> {
+        self.enter(Op::Create, &req.ship_id).await?;
+        let mut s = self.state();
+        s.next_id += 1;
+        let id = format!("fake-{:06}", s.next_id);
+        s.containers.insert(
+            id.clone(),
+            FakeContainer {
+                ship_id: req.ship_id.clone(),
+                running: true,
+                token: req.auth_token.clone(),
+            },
+        );
+        s.data.insert(req.ship_id.clone());
+        s.peak_live = s.peak_live.max(s.containers.len());
+        Ok(ContainerInfo {
+            container_id: id,
+            ip_address: self.address.clone(),
+        })
+    }
+
+    async fn stop_ship_container(&self, container_id: &str) -> DriverResult<()> {
+        self.enter(Op::Stop, container_id).await?;
+        self.state().containers.remove(container_id);
+        Ok(())
+    }
+
+    async fn ship_data_exists(&self, ship_id: &str) -> DriverResult<bool> {
+        self.enter(Op::DataExists, ship_id).await?;
+        Ok(self.state().data.contains(ship_id))
+    }
+
+    async fn get_container_logs(&self, container_id: &str, tail: u32) -> DriverResult<String> {
+        self.enter(Op::Logs, container_id).await?;
+        if !self.state().containers.contains_key(container_id) {
+            return Err(DriverError::NotFound(format!("container {container_id}")));
+        }
+        let lines: Vec<String> = (1..=3).map(|i| format!("log line {i}")).collect();
+        let start = lines.len().saturating_sub(tail as usize);
+        Ok(lines[start..].join("\n"))
+    }
+
+    async fn is_container_running(&self, container_id: &str) -> DriverResult<bool> {
+        self.enter(Op::IsRunning, container_id).await?;
+        self.state()
+            .containers
+            .get(container_id)
+            .map(|c| c.running)
+            .ok_or_else(|| DriverError::NotFound(format!("container {container_id}")))
+    }
+
+    async fn delete_ship_data(&self, ship_id: &str) -> DriverResult<()> {
+        self.enter(Op::DeleteData, ship_id).await?;
+        self.state().data.remove(ship_id);
+        Ok(())
+    }
+
+    async fn list_managed(&self) -> DriverResult<Vec<ManagedContainer>> {
+        self.enter(Op::ListManaged, "").await?;
+        Ok(self.containers())
+    }
+}
+
+/// A request the fake agent received.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    /// method
+    pub method: String,
+    /// path and query
+    pub path: String,
+    /// `X-SESSION-ID`
+    pub session: Option<String>,
+    /// `Authorization`
+    pub authorization: Option<String>,
+    /// body size in bytes
+    pub body_len: usize,
+}
+
+#[derive(Debug, Default)]
+struct ShipState {
+    seen: Mutex<Vec<SeenRequest>>,
+    files: Mutex<HashMap<String, Bytes>>,
+    unhealthy: AtomicBool,
+    health_checks: AtomicUsize,
+}
+
+/// An in-process fake ship agent on 127.0.0.1. It answers `/health` (unless made unhealthy),
+/// `/shell/exec` (echoes the command; `sleep_ms` in the payload delays the answer), every other
+/// POST route with a JSON echo, `/upload` (stores the bytes) and `/download` (returns them).
+#[derive(Debug, Clone)]
+pub struct FakeShip {
+    addr: SocketAddr,
+    state: Arc<ShipState>,
+}
+
+impl FakeShip {
+    /// Starts the agent on an ephemeral loopback port.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let state = Arc::new(ShipState::default());
+        let st = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| handle(st.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, state }
+    }
+
+    /// `IP:port`, as a host-mode driver would return.
+    pub fn address(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Makes `/health` answer 503 (or 200 again).
+    pub fn set_healthy(&self, healthy: bool) {
+        self.state.unhealthy.store(!healthy, Ordering::SeqCst);
+    }
+
+    /// Number of `/health` requests so far.
+    pub fn health_checks(&self) -> usize {
+        self.state.health_checks.load(Ordering::SeqCst)
+    }
+
+    /// Requests received so far (health checks excluded).
+    pub fn seen(&self) -> Vec<SeenRequest> {
+        self.state
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Bytes stored by uploads, by path.
+    pub fn file(&self, path: &str) -> Option<Bytes> {
+        self.state
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+            .cloned()
+    }
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn header(req: &Request<Incoming>, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+async fn handle(
+    st: Arc<ShipState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_owned();
+    if path == "/health" {
+        st.health_checks.fetch_add(1, Ordering::SeqCst);
+        return Ok(if st.unhealthy.load(Ordering::SeqCst) {
+            json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "starting"}))
+        } else {
+            json_response(StatusCode::OK, &json!({"status": "healthy", "service": "ship"}))
+        });
+    }
+    let method = req.method().to_string();
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    let session = header(&req, "x-session-id");
+    let authorization = header(&req, "authorization");
+    let content_type = header(&req, "content-type").unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    st.seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(SeenRequest {
+            method: method.clone(),
+            path: if query.is_empty() {
+                path.clone()
+            } else {
+                format!("{path}?{query}")
+            },
+            session: session.clone(),
+            authorization,
+            body_len: body.len(),
+        });
+    let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let response = match (method.as_str(), path.as_str()) {
+        ("POST", "/shell/exec") => {
+            if let Some(ms) = payload.get("sleep_ms").and_then(Value::as_u64) {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            let command = payload.get("command").and_then(Value::as_str).unwrap_or_default();
+            json_response(
+                StatusCode::OK,
+                &json!({"success": true, "return_code": 0, "stdout": command, "stderr": "",
+                        "pid": 1, "process_id": null, "error": null,
+                        "stdout_truncated": false, "stderr_truncated": false}),
+            )
+        }
+        ("POST", "/upload") => {
+            let (file_path, data) = parse_multipart(&content_type, &body);
+            match file_path {
+                Some(p) if p.starts_with('/') && !p.starts_with("/home/") => json_response(
+                    StatusCode::FORBIDDEN,
+                    &json!({"detail": "Access denied: path must be within workspace /home/u/workspace"}),
+                ),
+                Some(p) => {
+                    let size = data.len();
+                    st.files
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(p.clone(), data);
+                    json_response(
+                        StatusCode::OK,
+                        &json!({"success": true, "message": "File uploaded successfully",
+                                "file_path": format!("/home/u/workspace/{p}"), "size": size, "error": null}),
+                    )
+                }
+                None => json_response(
+                    StatusCode::OK,
+                    &json!({"success": false, "message": "File upload failed", "file_path": null,
+                            "size": null, "error": "no file_path part"}),
+                ),
+            }
+        }
+        ("GET", "/download") => {
+            let file_path = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("file_path="))
+                .map(|v| {
+                    percent_encoding::percent_decode_str(v)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                })
+                .unwrap_or_default();
+            let file = st
+                .files
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&file_path)
+                .cloned();
+            match file {
+                Some(bytes) => {
+                    let mut r = Response::new(Full::new(bytes));
+                    r.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static("application/octet-stream"),
+                    );
+                    r
+                }
+                None => json_response(StatusCode::NOT_FOUND, &json!({"detail": "File not found"})),
+            }
+        }
+        ("POST", "/fs/fail") => json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"detail": "boom"})),
+        (_, p) => json_response(
+            StatusCode::OK,
+            &json!({"route": p, "method": method, "payload": payload, "session": session}),
+        ),
+    };
+    Ok(response)
+}
+
+/// A minimal multipart/form-data reader for the fake agent (test data only).
+fn parse_multipart(content_type: &str, body: &[u8]) -> (Option<String>, Bytes) {
+    let Some(boundary) = content_type
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))
+    else {
+        return (None, Bytes::new());
+    };
+    let delimiter = format!("--{}", boundary.trim_matches('"'));
+    let mut file_path = None;
+    let mut data = Bytes::new();
+    let body = Bytes::copy_from_slice(body);
+    let mut rest: &[u8] = &body;
+    while let Some(start) = find(rest, delimiter.as_bytes()) {
+        rest = &rest[start + delimiter.len()..];
+        if rest.starts_with(b"--") {
+            break;
+        }
+        let Some(headers_end) = find(rest, b"\r\n\r\n") else {
+            break;
+        };
+        let headers = String::from_utf8_lossy(&rest[..headers_end]).to_ascii_lowercase();
+        let content_start = headers_end + 4;
+        let Some(next) = find(&rest[content_start..], delimiter.as_bytes()) else {
+            break;
+        };
+        let content = &rest[content_start..content_start + next.saturating_sub(2)];
+        if headers.contains("name=\"file_path\"") {
+            file_path = Some(String::from_utf8_lossy(content).into_owned());
+        } else if headers.contains("name=\"file\"") {
+            data = Bytes::copy_from_slice(content);
+        }
+        rest = &rest[content_start + next..];
+    }
+    (file_path, data)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
