@@ -1,0 +1,101 @@
+//! Child-process bookkeeping: the agent's own children (whose exit status it reports) are
+//! registered, every other zombie child (orphans re-parented to the agent) is reaped by a
+//! SIGCHLD-driven reaper that never touches registered pids. Process groups of session work
+//! are tracked for shutdown.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::{St, sys};
+
+/// Registered children and process groups.
+#[derive(Debug, Default)]
+pub struct Procs {
+    owned: Mutex<HashSet<i32>>,
+    groups: Mutex<HashSet<i32>>,
+}
+
+impl Procs {
+    /// Spawns `cmd` and registers the child (and its process group, which the set-up hooks
+    /// make equal to its pid) atomically with respect to the reaper.
+    pub fn spawn(&self, cmd: &mut tokio::process::Command) -> std::io::Result<tokio::process::Child> {
+        let mut owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+        let child = cmd.spawn()?;
+        if let Some(pid) = child.id() {
+            let pid = pid as i32;
+            owned.insert(pid);
+            self.groups.lock().unwrap_or_else(|e| e.into_inner()).insert(pid);
+        }
+        Ok(child)
+    }
+
+    /// Forgets a child after its status was collected; its group is forgotten too.
+    pub fn release(&self, pid: i32) {
+        self.owned.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
+        self.groups.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
+    }
+
+    /// Every tracked process group.
+    pub fn groups(&self) -> Vec<i32> {
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Reaps zombie children that are not registered.
+    fn reap_orphans(&self) {
+        let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+        let me = sys::getpid();
+        let Ok(rd) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            if owned.contains(&pid) {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // "pid (comm) S ppid …": comm may contain anything, so split after the last ')'.
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                continue;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let ppid = fields.next().and_then(|p| p.parse::<i32>().ok());
+            if state == Some("Z") && ppid == Some(me) {
+                sys::reap(pid);
+            }
+        }
+    }
+}
+
+/// Starts the orphan reaper: on every SIGCHLD and once a second.
+pub fn spawn_reaper(state: St) {
+    tokio::spawn(async move {
+        let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            match sigchld.as_mut() {
+                Some(s) => {
+                    tokio::select! {
+                        _ = s.recv() => {}
+                        _ = tick.tick() => {}
+                    }
+                }
+                None => {
+                    tick.tick().await;
+                }
+            }
+            let st = state.clone();
+            let _ = tokio::task::spawn_blocking(move || st.procs.reap_orphans()).await;
+        }
+    });
+}
