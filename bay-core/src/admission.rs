@@ -166,7 +166,10 @@ mod tests {
     async fn reject_at_the_limit_and_release_is_idempotent() {
         let a = Admission::new(Some(1));
         a.acquire("a", AtLimit::Reject).await.unwrap();
-        assert_eq!(a.acquire("b", AtLimit::Reject).await, Err(AdmissionError::Full));
+        assert_eq!(
+            a.acquire("b", AtLimit::Reject).await,
+            Err(AdmissionError::Full)
+        );
         a.release("a");
         a.release("a");
         a.acquire("b", AtLimit::Reject).await.unwrap();
@@ -180,19 +183,24 @@ mod tests {
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for name in ["w1", "w2", "w3"] {
-            let (a, order) = (a.clone(), order.clone());
+            let (a2, order) = (a.clone(), order.clone());
             tasks.push(tokio::spawn(async move {
-                a.acquire(name, AtLimit::Wait(Duration::from_secs(5))).await.unwrap();
+                a2.acquire(name, AtLimit::Wait(Duration::from_secs(5)))
+                    .await
+                    .unwrap();
                 order.lock().unwrap().push(name);
                 tokio::time::sleep(Duration::from_millis(5)).await;
-                a.release(name);
+                a2.release(name);
             }));
             while a.waiting() < tasks.len() {
                 tokio::task::yield_now().await;
             }
         }
         // A newcomer must not overtake the queue.
-        assert_eq!(a.acquire("late", AtLimit::Reject).await, Err(AdmissionError::Full));
+        assert_eq!(
+            a.acquire("late", AtLimit::Reject).await,
+            Err(AdmissionError::Full)
+        );
         a.release("holder");
         for t in tasks {
             t.await.unwrap();
@@ -205,12 +213,15 @@ mod tests {
     async fn wait_times_out_and_a_dropped_waiter_leaves_the_queue() {
         let a = Arc::new(Admission::new(Some(1)));
         a.acquire("holder", AtLimit::Reject).await.unwrap();
-        let r = a.acquire("w", AtLimit::Wait(Duration::from_millis(30))).await;
+        let r = a
+            .acquire("w", AtLimit::Wait(Duration::from_millis(30)))
+            .await;
         assert_eq!(r, Err(AdmissionError::Timeout));
         assert_eq!(a.waiting(), 0);
         let a2 = a.clone();
         let dropped = tokio::spawn(async move {
-            a2.acquire("gone", AtLimit::Wait(Duration::from_secs(30))).await
+            a2.acquire("gone", AtLimit::Wait(Duration::from_secs(30)))
+                .await
         });
         while a.waiting() == 0 {
             tokio::task::yield_now().await;

@@ -273,14 +273,17 @@ impl Source {
     ) -> Result<T, ConfigError> {
         match self.get(var) {
             None => Ok(default),
-            Some(raw) => raw
-                .trim()
-                .parse()
-                .map_err(|_| invalid(var, raw, expected)),
+            Some(raw) => raw.trim().parse().map_err(|_| invalid(var, raw, expected)),
         }
     }
 
-    fn int_in(&self, var: &'static str, default: i64, min: i64, max: i64) -> Result<i64, ConfigError> {
+    fn int_in(
+        &self,
+        var: &'static str,
+        default: i64,
+        min: i64,
+        max: i64,
+    ) -> Result<i64, ConfigError> {
         let expected = format!("expected an integer from {min} to {max}");
         let v: i64 = self.parse(var, default, &expected)?;
         if v < min || v > max {
@@ -527,8 +530,12 @@ impl Config {
         )?;
 
         let default_ship_cpus = {
-            let v: f64 = src.parse("DEFAULT_SHIP_CPUS", 1.0, "expected a number of CPUs (0 disables)")?;
-            if !v.is_finite() || v < 0.0 || v > crate::model::MAX_CPUS {
+            let v: f64 = src.parse(
+                "DEFAULT_SHIP_CPUS",
+                1.0,
+                "expected a number of CPUs (0 disables)",
+            )?;
+            if !v.is_finite() || !(0.0..=crate::model::MAX_CPUS).contains(&v) {
                 return Err(invalid(
                     "DEFAULT_SHIP_CPUS",
                     src.get("DEFAULT_SHIP_CPUS").unwrap_or_default(),
@@ -553,10 +560,11 @@ impl Config {
         .max(crate::model::MIN_DISK_BYTES);
 
         let max_ttl = src.int_in("MAX_TTL", 2_592_000, 1, 10 * 365 * 86_400)?;
-        let ready_poll_ms = match (src.get("SHIP_READY_POLL_MS"), src.get("SHIP_HEALTH_CHECK_INTERVAL")) {
-            (Some(_), _) | (None, None) => {
-                src.int_in("SHIP_READY_POLL_MS", 200, 1, 60_000)?
-            }
+        let ready_poll_ms = match (
+            src.get("SHIP_READY_POLL_MS"),
+            src.get("SHIP_HEALTH_CHECK_INTERVAL"),
+        ) {
+            (Some(_), _) | (None, None) => src.int_in("SHIP_READY_POLL_MS", 200, 1, 60_000)?,
             (None, Some(_)) => src.int_in("SHIP_HEALTH_CHECK_INTERVAL", 2, 1, 60)? * 1000,
         };
 
@@ -601,11 +609,18 @@ impl Config {
             database_url,
             database_path,
             container_driver,
-            max_ship_num: src.parse("MAX_SHIP_NUM", 10, "expected an integer ≥ 0 (0 = unlimited)")?,
+            max_ship_num: src.parse(
+                "MAX_SHIP_NUM",
+                10,
+                "expected an integer ≥ 0 (0 = unlimited)",
+            )?,
             behavior_after_max_ship: src.choice(
                 "BEHAVIOR_AFTER_MAX_SHIP",
                 MaxShipBehavior::Wait,
-                &[("reject", MaxShipBehavior::Reject), ("wait", MaxShipBehavior::Wait)],
+                &[
+                    ("reject", MaxShipBehavior::Reject),
+                    ("wait", MaxShipBehavior::Wait),
+                ],
             )?,
             max_ship_wait: Duration::from_secs(src.seconds("MAX_SHIP_WAIT_SECONDS", 300, 0)?),
             docker_image: src
@@ -622,7 +637,7 @@ impl Config {
             )?,
             ship_data_dir: data_dir,
             ship_data_host_dir: data_host_dir,
-            default_ship_ttl: src.int_in("DEFAULT_SHIP_TTL", 3600, 1, max_ttl)?,
+            default_ship_ttl: src.int_in("DEFAULT_SHIP_TTL", 3600.min(max_ttl), 1, max_ttl)?,
             default_ship_cpus,
             default_ship_memory,
             default_ship_disk,
@@ -635,11 +650,19 @@ impl Config {
                 1,
             )?),
             ship_ready_poll: Duration::from_millis(u64::try_from(ready_poll_ms).unwrap_or(200)),
-            status_check_interval: Duration::from_secs(src.seconds("STATUS_CHECK_INTERVAL", 60, 1)?),
+            status_check_interval: Duration::from_secs(src.seconds(
+                "STATUS_CHECK_INTERVAL",
+                60,
+                1,
+            )?),
             ship_exec_timeout: src.seconds("SHIP_EXEC_TIMEOUT", 30, 1)?,
             ship_exec_timeout_grace: src.seconds("SHIP_EXEC_TIMEOUT_GRACE", 10, 0)?,
             ship_exec_max_timeout: src.seconds("SHIP_EXEC_MAX_TIMEOUT", 3600, 1)?,
-            ship_transfer_timeout: Duration::from_secs(src.seconds("SHIP_TRANSFER_TIMEOUT", 120, 1)?),
+            ship_transfer_timeout: Duration::from_secs(src.seconds(
+                "SHIP_TRANSFER_TIMEOUT",
+                120,
+                1,
+            )?),
             cors_allow_origins,
             cors_allow_credentials,
             ws_reject_mode: src.choice(
@@ -668,10 +691,10 @@ impl Config {
 }
 
 fn expand_home(p: String) -> PathBuf {
-    if p == "~" || p.starts_with("~/") {
-        if let Some(home) = std::env::var_os("HOME") {
-            return PathBuf::from(home).join(p.trim_start_matches('~').trim_start_matches('/'));
-        }
+    if (p == "~" || p.starts_with("~/"))
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return PathBuf::from(home).join(p.trim_start_matches('~').trim_start_matches('/'));
     }
     PathBuf::from(p)
 }

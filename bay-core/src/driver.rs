@@ -85,7 +85,10 @@ pub trait ContainerDriver: Send + Sync + std::fmt::Debug {
     async fn close(&self) -> DriverResult<()>;
 
     /// Creates and starts the container of a ship, attaching the ship's existing data if any.
-    async fn create_ship_container(&self, req: &ShipContainerRequest) -> DriverResult<ContainerInfo>;
+    async fn create_ship_container(
+        &self,
+        req: &ShipContainerRequest,
+    ) -> DriverResult<ContainerInfo>;
 
     /// Stops and removes a ship's container (data kept). A missing container is not an error.
     async fn stop_ship_container(&self, container_id: &str) -> DriverResult<()>;

@@ -47,7 +47,10 @@ mod tests {
         let l2 = locks.clone();
         let blocked = tokio::spawn(async move { l2.lock("a").await });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!blocked.is_finished(), "second lock of the same key must wait");
+        assert!(
+            !blocked.is_finished(),
+            "second lock of the same key must wait"
+        );
         let _other = tokio::time::timeout(Duration::from_secs(1), locks.lock("b"))
             .await
             .expect("another key is free");

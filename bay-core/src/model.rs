@@ -117,11 +117,7 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}",
-            self.as_datetime().format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        )
+        write!(f, "{}", self.as_datetime().format("%Y-%m-%dT%H:%M:%S%.6fZ"))
     }
 }
 
@@ -302,10 +298,7 @@ mod tests {
             parse_spec_size(SizeField::Disk, "1m").unwrap(),
             MIN_DISK_BYTES
         );
-        assert_eq!(
-            parse_spec_size(SizeField::Memory, "2g").unwrap(),
-            2 << 30
-        );
+        assert_eq!(parse_spec_size(SizeField::Memory, "2g").unwrap(), 2 << 30);
         let err = parse_spec_size(SizeField::Memory, "2048g").unwrap_err();
         assert_eq!(err.to_string(), "memory must not exceed 1Ti");
         let err = parse_spec_size(SizeField::Memory, "abc").unwrap_err();

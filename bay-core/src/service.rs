@@ -222,13 +222,16 @@ pub fn resolve_exec_type(exec_type: &str) -> Option<ExecRoute> {
 pub fn exec_timeout(config: &Config, route: &ExecRoute, payload: Option<&Value>) -> Duration {
     let base = config.ship_exec_timeout;
     let timed = route.path == "/shell/exec" || route.path == "/ipython/exec";
-    let background = payload
-        .and_then(|p| p.get("background"))
-        .is_some_and(|b| b == &Value::Bool(true) || b.as_str().is_some_and(|s| s.eq_ignore_ascii_case("true")));
+    let background = payload.and_then(|p| p.get("background")).is_some_and(|b| {
+        b == &Value::Bool(true) || b.as_str().is_some_and(|s| s.eq_ignore_ascii_case("true"))
+    });
     if !timed || (route.path == "/shell/exec" && background) {
         return Duration::from_secs(base);
     }
-    let t = match payload.and_then(|p| p.as_object()).map(|o| o.get("timeout")) {
+    let t = match payload
+        .and_then(|p| p.as_object())
+        .map(|o| o.get("timeout"))
+    {
         None | Some(None) => 30,
         Some(Some(Value::Null)) => config.ship_exec_max_timeout,
         Some(Some(v)) => positive_int(v).unwrap_or(base),
@@ -239,9 +242,11 @@ pub fn exec_timeout(config: &Config, route: &ExecRoute, payload: Option<&Value>)
 
 fn positive_int(v: &Value) -> Option<u64> {
     match v {
-        Value::Number(n) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f > 0.0).map(|f| f as u64)),
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f > 0.0)
+                .map(|f| f as u64)
+        }),
         Value::String(s) => s.trim().parse::<u64>().ok(),
         _ => None,
     }
@@ -262,7 +267,11 @@ struct InflightGuard {
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        let mut map = self.service.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .service
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(n) = map.get_mut(&self.ship_id) {
             *n -= 1;
             if *n == 0 {
@@ -330,10 +339,13 @@ impl ShipService {
         driver: Arc<dyn ContainerDriver>,
     ) -> std::result::Result<Self, StartError> {
         let store = Store::open(&config.database_path).await?;
-        driver.initialize().await.map_err(|source| StartError::Driver {
-            driver: config.container_driver.as_str(),
-            source,
-        })?;
+        driver
+            .initialize()
+            .await
+            .map_err(|source| StartError::Driver {
+                driver: config.container_driver.as_str(),
+                source,
+            })?;
         let (events, _) = broadcast::channel(256);
         let service = Self {
             inner: Arc::new(Inner {
@@ -368,7 +380,8 @@ impl ShipService {
     /// are in the database and are honoured by the next start.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
-        let tasks: Vec<_> = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in tasks {
             let _ = t.await;
         }
@@ -414,7 +427,9 @@ impl ShipService {
         if ttl <= 0 {
             Err(Error::TtlNotPositive)
         } else if ttl > self.max_ttl() {
-            Err(Error::TtlTooLarge { max: self.max_ttl() })
+            Err(Error::TtlTooLarge {
+                max: self.max_ttl(),
+            })
         } else {
             Ok(())
         }
@@ -494,12 +509,19 @@ impl ShipService {
                 let rels = q::all_relations(c)?;
                 let mut by_ship: HashMap<&str, Vec<RelationRow>> = HashMap::new();
                 for r in &rels {
-                    by_ship.entry(r.ship_id.as_str()).or_default().push(r.clone());
+                    by_ship
+                        .entry(r.ship_id.as_str())
+                        .or_default()
+                        .push(r.clone());
                 }
                 Ok(ships
                     .iter()
                     .map(|s| {
-                        Self::ship_view(s, by_ship.get(s.id.as_str()).map_or(&[], Vec::as_slice), now)
+                        Self::ship_view(
+                            s,
+                            by_ship.get(s.id.as_str()).map_or(&[], Vec::as_slice),
+                            now,
+                        )
                     })
                     .collect())
             })
@@ -581,7 +603,10 @@ impl ShipService {
                 let _ = tokio::time::timeout(budget, self.inner.ship_locks.lock(&ship.id)).await;
                 continue;
             }
-            for (_, ship) in related.iter().filter(|(_, s)| s.status() == ShipStatus::Running) {
+            for (_, ship) in related
+                .iter()
+                .filter(|(_, s)| s.status() == ShipStatus::Running)
+            {
                 let _g = self.inner.ship_locks.lock(&ship.id).await;
                 let Some(ship) = self.refresh(&ship.id).await? else {
                     continue;
@@ -640,7 +665,7 @@ impl ShipService {
             .store
             .tx(move |c| {
                 let mut related = q::relations_of_session(c, &s)?;
-                related.sort_by(|(a, _), (b, _)| b.last_activity.cmp(&a.last_activity));
+                related.sort_by_key(|(r, _)| std::cmp::Reverse(r.last_activity));
                 let Some((_, ship)) = related.into_iter().next() else {
                     return Ok(None);
                 };
@@ -666,7 +691,8 @@ impl ShipService {
                     if ship.max_session_num != max || q::relation(c, &s, &ship.id)?.is_some() {
                         continue;
                     }
-                    if q::active_count(c, &ship.id, now.micros())? < i64::from(ship.max_session_num) {
+                    if q::active_count(c, &ship.id, now.micros())? < i64::from(ship.max_session_num)
+                    {
                         out.push(ship);
                     }
                 }
@@ -681,7 +707,8 @@ impl ShipService {
             if ship.status() != ShipStatus::Running || !self.container_alive(&ship).await {
                 continue;
             }
-            let (id, sid, ttl, max_ttl) = (ship.id.clone(), session.to_owned(), req.ttl, self.max_ttl());
+            let (id, sid, ttl, max_ttl) =
+                (ship.id.clone(), session.to_owned(), req.ttl, self.max_ttl());
             let joined = self
                 .inner
                 .store
@@ -703,7 +730,7 @@ impl ShipService {
             if joined {
                 info!(ship.id = %ship.id, session.id = %session, "session joined a running ship");
                 self.inner.reaper.notify_one();
-                return self.load_view(&ship.id).await.map(|v| v);
+                return self.load_view(&ship.id).await;
             }
         }
         Ok(None)
@@ -733,7 +760,12 @@ impl ShipService {
         };
         let _g = self.inner.ship_locks.lock(&ship_id).await;
         let insert = row.clone();
-        if let Err(e) = self.inner.store.tx(move |c| q::insert_ship(c, &insert)).await {
+        if let Err(e) = self
+            .inner
+            .store
+            .tx(move |c| q::insert_ship(c, &insert))
+            .await
+        {
             self.inner.admission.release(&ship_id);
             return Err(e.into());
         }
@@ -742,7 +774,8 @@ impl ShipService {
             Ok(()) => self.get_ship(&ship_id).await,
             Err(e) => {
                 warn!(ship.id = %ship_id, error = %e, "creating the ship failed; removing it");
-                self.discard_new_ship(&ship_id, row.container_id.as_deref()).await;
+                self.discard_new_ship(&ship_id, row.container_id.as_deref())
+                    .await;
                 Err(match e {
                     Error::Driver(d) => Error::CreateFailed(d.to_string()),
                     other => other,
@@ -859,7 +892,11 @@ impl ShipService {
             ttl,
         };
         let info = self.inner.driver.create_ship_container(&request).await?;
-        let (id, cid, ip) = (row.id.clone(), info.container_id.clone(), info.ip_address.clone());
+        let (id, cid, ip) = (
+            row.id.clone(),
+            info.container_id.clone(),
+            info.ip_address.clone(),
+        );
         self.inner
             .store
             .tx(move |c| {
@@ -929,7 +966,13 @@ impl ShipService {
             Err(e) => {
                 warn!(ship.id = %ship.id, error = %e, "restoring the ship failed");
                 let id = ship.id.clone();
-                let row = self.inner.store.tx(move |c| q::ship(c, &id)).await.ok().flatten();
+                let row = self
+                    .inner
+                    .store
+                    .tx(move |c| q::ship(c, &id))
+                    .await
+                    .ok()
+                    .flatten();
                 if let Some(row) = row {
                     self.stop_locked(row, StopCause::Crashed).await;
                 } else {
@@ -995,11 +1038,11 @@ impl ShipService {
     /// The one stop procedure (§5.8): container removed, data kept, relations expired, slot
     /// released, terminals told. The ship lock must be held.
     async fn stop_locked(&self, ship: ShipRow, cause: StopCause) {
-        if let Some(cid) = ship.container_id.as_deref() {
-            if let Err(e) = self.inner.driver.stop_ship_container(cid).await {
-                // The status checker removes the leftover container later (orphan).
-                warn!(ship.id = %ship.id, container.id = %cid, error = %e, "cannot remove the container");
-            }
+        // A container that cannot be removed now is removed later by the status checker (orphan).
+        if let Some(cid) = ship.container_id.as_deref()
+            && let Err(e) = self.inner.driver.stop_ship_container(cid).await
+        {
+            warn!(ship.id = %ship.id, container.id = %cid, error = %e, "cannot remove the container");
         }
         let id = ship.id.clone();
         let result = self
@@ -1051,17 +1094,21 @@ impl ShipService {
     /// `DELETE /ship/{id}/permanent`: container, data, relations and record removed. A start in
     /// progress is aborted first.
     pub async fn delete_ship(&self, ship_id: &str) -> Result<()> {
-        if let Some(token) = self
+        let aborted = self
             .inner
             .starting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(ship_id)
-        {
-            token.cancel();
-        }
+            .map(CancellationToken::cancel)
+            .is_some();
         let _g = self.inner.ship_locks.lock(ship_id).await;
-        let ship = self.refresh(ship_id).await?.ok_or(Error::ShipNotFound)?;
+        let ship = match self.refresh(ship_id).await? {
+            Some(ship) => ship,
+            // The aborted create already removed everything it had made.
+            None if aborted => return Ok(()),
+            None => return Err(Error::ShipNotFound),
+        };
         if let Some(cid) = ship.container_id.as_deref() {
             match self.inner.driver.stop_ship_container(cid).await {
                 Ok(()) | Err(DriverError::NotFound(_)) => {}
@@ -1108,7 +1155,10 @@ impl ShipService {
                 let mut any = false;
                 for mut r in q::relations_of_ship(c, &id)? {
                     if r.is_active(now) {
-                        r.expires_at = r.expires_at.saturating_add(ttl.saturating_mul(1_000_000)).min(cap);
+                        r.expires_at = r
+                            .expires_at
+                            .saturating_add(ttl.saturating_mul(1_000_000))
+                            .min(cap);
                         q::save_relation(c, &r)?;
                         any = true;
                     }
@@ -1155,7 +1205,8 @@ impl ShipService {
                             return Ok(false);
                         };
                         if !related
-                            && q::active_count(c, &id, now.micros())? >= i64::from(ship.max_session_num)
+                            && q::active_count(c, &id, now.micros())?
+                                >= i64::from(ship.max_session_num)
                         {
                             return Ok(false);
                         }
@@ -1239,7 +1290,11 @@ impl ShipService {
                 Ok(Ok(ShipEndpoint::new(&address, port, &ship.auth_token)))
             })
             .await??;
-        let mut map = self.inner.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .inner
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         *map.entry(ship_id.to_owned()).or_default() += 1;
         drop(map);
         self.inner.reaper.notify_one();
@@ -1258,10 +1313,10 @@ impl ShipService {
         self.inner
             .store
             .tx(move |c| {
-                if let Some(ship) = q::ship(c, &id)? {
-                    if ship.status() == ShipStatus::Running {
-                        touch(c, &ship, &sid, Timestamp::now(), max_ttl)?;
-                    }
+                if let Some(ship) = q::ship(c, &id)?
+                    && ship.status() == ShipStatus::Running
+                {
+                    touch(c, &ship, &sid, Timestamp::now(), max_ttl)?;
                 }
                 Ok(())
             })
@@ -1285,7 +1340,14 @@ impl ShipService {
         let result = self
             .inner
             .client
-            .exec(&endpoint, session, route.method, &route.path, payload.as_ref(), timeout)
+            .exec(
+                &endpoint,
+                session,
+                route.method,
+                &route.path,
+                payload.as_ref(),
+                timeout,
+            )
             .await;
         if !matches!(result, Err(Error::ShipConnection(_) | Error::ShipTimeout)) {
             self.touch_session(ship_id, session).await?;
@@ -1295,7 +1357,6 @@ impl ShipService {
     }
 
     /// `POST /ship/{id}/upload`: streams `data` to the agent. Returns the agent's resolved path.
-    #[expect(clippy::too_many_arguments, reason = "mirrors the multipart request's parts")]
     pub async fn upload<S>(
         &self,
         ship_id: &str,
@@ -1330,9 +1391,18 @@ impl ShipService {
 
     /// `GET /ship/{id}/download`: a stream of the file's bytes. The ship counts as busy until
     /// the stream ends.
-    pub async fn download(&self, ship_id: &str, session: &str, file_path: &str) -> Result<Download> {
+    pub async fn download(
+        &self,
+        ship_id: &str,
+        session: &str,
+        file_path: &str,
+    ) -> Result<Download> {
         let (endpoint, guard) = self.access(ship_id, session).await?;
-        let download = self.inner.client.download(&endpoint, session, file_path).await;
+        let download = self
+            .inner
+            .client
+            .download(&endpoint, session, file_path)
+            .await;
         self.touch_session(ship_id, session).await?;
         let download = download?;
         let service = self.clone();
@@ -1344,7 +1414,9 @@ impl ShipService {
         }));
         Ok(Download {
             content_length: download.content_length,
-            stream: stream.filter(|c| futures::future::ready(!matches!(c, Ok(b) if b.is_empty()))).boxed(),
+            stream: stream
+                .filter(|c| futures::future::ready(!matches!(c, Ok(b) if b.is_empty())))
+                .boxed(),
         })
     }
 
@@ -1438,7 +1510,10 @@ impl ShipService {
             return Err(Error::SessionNotFound);
         }
         let mut primary = None;
-        for (rel, ship) in related.iter().filter(|(_, s)| s.status() == ShipStatus::Running) {
+        for (rel, ship) in related
+            .iter()
+            .filter(|(_, s)| s.status() == ShipStatus::Running)
+        {
             let _g = self.inner.ship_locks.lock(&ship.id).await;
             let (rid, id, max_ttl) = (rel.id.clone(), ship.id.clone(), self.max_ttl());
             let updated = self
@@ -1452,7 +1527,10 @@ impl ShipService {
                     if ship.status() != ShipStatus::Running {
                         return Ok(None);
                     }
-                    let Some(mut r) = q::relations_of_ship(c, &id)?.into_iter().find(|r| r.id == rid) else {
+                    let Some(mut r) = q::relations_of_ship(c, &id)?
+                        .into_iter()
+                        .find(|r| r.id == rid)
+                    else {
                         return Ok(None);
                     };
                     r.expires_at = now.plus_secs(ttl.min(max_ttl)).micros();
@@ -1524,7 +1602,8 @@ impl ShipService {
                 self.stop_locked(ship, StopCause::Crashed).await;
             } else {
                 info!(ship.id = %ship.id, "a create was interrupted; removing the ship");
-                self.discard_new_ship(&ship.id, ship.container_id.as_deref()).await;
+                self.discard_new_ship(&ship.id, ship.container_id.as_deref())
+                    .await;
             }
         }
         let running = self
@@ -1565,7 +1644,9 @@ impl ShipService {
             };
             let expected = match ship.status() {
                 ShipStatus::Creating => continue,
-                ShipStatus::Running => ship.container_id.as_deref() == Some(container.container_id.as_str()),
+                ShipStatus::Running => {
+                    ship.container_id.as_deref() == Some(container.container_id.as_str())
+                }
                 ShipStatus::Stopped => false,
             };
             if expected {
@@ -1582,7 +1663,12 @@ impl ShipService {
                 continue;
             }
             info!(ship.id = %ship.id, container.id = %container.container_id, "removing orphan container");
-            if let Err(e) = self.inner.driver.stop_ship_container(&container.container_id).await {
+            if let Err(e) = self
+                .inner
+                .driver
+                .stop_ship_container(&container.container_id)
+                .await
+            {
                 warn!(container.id = %container.container_id, error = %e, "cannot remove orphan container");
             }
         }
@@ -1601,10 +1687,10 @@ impl ShipService {
         };
         for ship in running {
             let _g = self.inner.ship_locks.lock(&ship.id).await;
-            if let Ok(Some(ship)) = self.refresh(&ship.id).await {
-                if ship.status() == ShipStatus::Running {
-                    self.container_alive(&ship).await;
-                }
+            if let Ok(Some(ship)) = self.refresh(&ship.id).await
+                && ship.status() == ShipStatus::Running
+            {
+                self.container_alive(&ship).await;
             }
         }
         self.remove_orphans().await;
@@ -1662,7 +1748,10 @@ impl ShipService {
             let next = self.reap_once().await;
             // Busy ships are re-checked when their operation ends (it notifies); the 1 s cap
             // also bounds how late an expiry can be noticed.
-            let sleep = next.unwrap_or(Duration::from_secs(3600)).min(Duration::from_secs(1)).max(Duration::from_millis(5));
+            let sleep = next
+                .unwrap_or(Duration::from_secs(3600))
+                .min(Duration::from_secs(1))
+                .max(Duration::from_millis(5));
             tokio::select! {
                 () = self.inner.shutdown.cancelled() => return,
                 () = notified => {}
@@ -1717,7 +1806,10 @@ fn touch(
     };
     let cap = now.plus_secs(max_ttl).micros();
     r.last_activity = now.micros();
-    r.expires_at = r.expires_at.max(now.plus_secs(r.initial_ttl).micros()).min(cap);
+    r.expires_at = r
+        .expires_at
+        .max(now.plus_secs(r.initial_ttl).micros())
+        .min(cap);
     q::save_relation(c, &r)?;
     let mut ship = ship.clone();
     recompute_deadline(c, &mut ship, now)?;
@@ -1725,7 +1817,11 @@ fn touch(
 }
 
 /// Sets a RUNNING ship's deadline to the latest relation expiry and saves it if it changed.
-fn recompute_deadline(c: &mut SqliteConnection, ship: &mut ShipRow, now: Timestamp) -> QueryResult<()> {
+fn recompute_deadline(
+    c: &mut SqliteConnection,
+    ship: &mut ShipRow,
+    now: Timestamp,
+) -> QueryResult<()> {
     let before = ship.deadline;
     recompute_deadline_row(c, ship, now)?;
     if ship.deadline != before {
@@ -1734,7 +1830,11 @@ fn recompute_deadline(c: &mut SqliteConnection, ship: &mut ShipRow, now: Timesta
     Ok(())
 }
 
-fn recompute_deadline_row(c: &mut SqliteConnection, ship: &mut ShipRow, now: Timestamp) -> QueryResult<()> {
+fn recompute_deadline_row(
+    c: &mut SqliteConnection,
+    ship: &mut ShipRow,
+    now: Timestamp,
+) -> QueryResult<()> {
     let latest = q::relations_of_ship(c, &ship.id)?
         .iter()
         .map(|r| r.expires_at)

@@ -217,7 +217,9 @@ impl ShipClient {
             ShipMethod::Get => self.http.get(ship.url(path)),
             ShipMethod::Post => {
                 let empty = Value::Object(serde_json::Map::new());
-                self.http.post(ship.url(path)).json(payload.unwrap_or(&empty))
+                self.http
+                    .post(ship.url(path))
+                    .json(payload.unwrap_or(&empty))
             }
         };
         let response = request
@@ -258,9 +260,11 @@ impl ShipClient {
         .map_err(|e| Error::ShipConnection(one_line(&e)))?;
         let form = reqwest::multipart::Form::new();
         let form = if file_first {
-            form.part("file", part).text("file_path", file_path.to_owned())
+            form.part("file", part)
+                .text("file_path", file_path.to_owned())
         } else {
-            form.text("file_path", file_path.to_owned()).part("file", part)
+            form.text("file_path", file_path.to_owned())
+                .part("file", part)
         };
         let response = self
             .transfer
@@ -323,10 +327,7 @@ fn status_error(status: u16, body: &[u8]) -> Error {
 }
 
 async fn read_limited(response: reqwest::Response, limit: usize) -> Result<Vec<u8>> {
-    if response
-        .content_length()
-        .is_some_and(|l| l > limit as u64)
-    {
+    if response.content_length().is_some_and(|l| l > limit as u64) {
         return Err(Error::ShipResponseTooLarge);
     }
     let mut out = Vec::new();

@@ -227,7 +227,10 @@ impl ContainerDriver for FakeDriver {
         Ok(())
     }
 
-    async fn create_ship_container(&self, req: &ShipContainerRequest) -> DriverResult<ContainerInfo> {
+    async fn create_ship_container(
+        &self,
+        req: &ShipContainerRequest,
+    ) -> DriverResult<ContainerInfo> {
         self.enter(Op::Create, &req.ship_id).await?;
         let mut s = self.state();
         s.next_id += 1;
@@ -314,8 +317,8 @@ struct ShipState {
 }
 
 /// An in-process fake ship agent on 127.0.0.1. It answers `/health` (unless made unhealthy),
-/// `/shell/exec` (echoes the command; `sleep_ms` in the payload delays the answer), every other
-/// POST route with a JSON echo, `/upload` (stores the bytes) and `/download` (returns them).
+/// `/shell/exec` (echoes the command; `sleep_ms` in the payload delays the answer), any route
+/// with `fail_status` in its payload with that status, every other route with a JSON echo, `/upload` (stores the bytes) and `/download` (returns them).
 #[derive(Debug, Clone)]
 pub struct FakeShip {
     addr: SocketAddr,
@@ -408,9 +411,15 @@ async fn handle(
     if path == "/health" {
         st.health_checks.fetch_add(1, Ordering::SeqCst);
         return Ok(if st.unhealthy.load(Ordering::SeqCst) {
-            json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "starting"}))
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"status": "starting"}),
+            )
         } else {
-            json_response(StatusCode::OK, &json!({"status": "healthy", "service": "ship"}))
+            json_response(
+                StatusCode::OK,
+                &json!({"status": "healthy", "service": "ship"}),
+            )
         });
     }
     let method = req.method().to_string();
@@ -444,7 +453,10 @@ async fn handle(
             if let Some(ms) = payload.get("sleep_ms").and_then(Value::as_u64) {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
-            let command = payload.get("command").and_then(Value::as_str).unwrap_or_default();
+            let command = payload
+                .get("command")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             json_response(
                 StatusCode::OK,
                 &json!({"success": true, "return_code": 0, "stdout": command, "stderr": "",
@@ -506,7 +518,13 @@ async fn handle(
                 None => json_response(StatusCode::NOT_FOUND, &json!({"detail": "File not found"})),
             }
         }
-        ("POST", "/fs/fail") => json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"detail": "boom"})),
+        _ if payload.get("fail_status").is_some() => json_response(
+            payload["fail_status"]
+                .as_u64()
+                .and_then(|s| StatusCode::from_u16(u16::try_from(s).ok()?).ok())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &json!({"detail": "boom"}),
+        ),
         (_, p) => json_response(
             StatusCode::OK,
             &json!({"route": p, "method": method, "payload": payload, "session": session}),

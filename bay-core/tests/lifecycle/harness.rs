@@ -1,0 +1,91 @@
+//! Shared harness: a ShipService over a temporary database, the FakeDriver and a FakeShip.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bay_core::config::Config;
+use bay_core::service::ShipService;
+use bay_core::testing::{FakeDriver, FakeShip};
+
+pub struct Harness {
+    pub service: ShipService,
+    pub driver: FakeDriver,
+    pub ship: FakeShip,
+    pub db: PathBuf,
+    /// Keeps the database directory alive for the harness's lifetime.
+    pub _dir: tempfile::TempDir,
+    pub settings: Vec<(String, String)>,
+}
+
+pub fn config(db: &std::path::Path, extra: &[(&str, &str)]) -> Config {
+    let mut pairs: Vec<(String, String)> = vec![
+        ("DATABASE_URL".into(), format!("sqlite://{}", db.display())),
+        ("SHIP_HEALTH_CHECK_TIMEOUT".into(), "2".into()),
+        ("SHIP_READY_POLL_MS".into(), "20".into()),
+        ("STATUS_CHECK_INTERVAL".into(), "3600".into()),
+        ("ACCESS_TOKEN".into(), "test-token".into()),
+    ];
+    for (k, v) in extra {
+        pairs.push(((*k).into(), (*v).into()));
+    }
+    Config::from_pairs(pairs).expect("valid test configuration")
+}
+
+impl Harness {
+    pub async fn new(extra: &[(&str, &str)]) -> Self {
+        let ship = FakeShip::start().await;
+        let driver = FakeDriver::new(ship.address());
+        Self::with(ship, driver, extra).await
+    }
+
+    pub async fn with(ship: FakeShip, driver: FakeDriver, extra: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("bay.db");
+        let service = ShipService::start(config(&db, extra), Arc::new(driver.clone()))
+            .await
+            .expect("service starts");
+        Self {
+            service,
+            driver,
+            ship,
+            db,
+            _dir: dir,
+            settings: extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    /// Shuts the service down and starts a new one on the same database and driver.
+    pub async fn restart(&mut self) {
+        self.service.shutdown().await;
+        let extra: Vec<(&str, &str)> = self
+            .settings
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.service = ShipService::start(config(&self.db, &extra), Arc::new(self.driver.clone()))
+            .await
+            .expect("service restarts");
+    }
+}
+
+/// Polls `f` every 20 ms until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + within;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
