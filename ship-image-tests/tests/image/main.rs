@@ -1,0 +1,10 @@
+//! Integration tests of the ship image in the real Docker engine, against `ship-api.md`.
+//! Run by `cargo xtask test` after it has built the images (see `ship_image_tests`).
+
+mod files;
+mod isolation;
+mod lifecycle;
+mod python;
+mod routes;
+mod shell;
+mod terminal;
