@@ -117,6 +117,9 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .with_writer(std::io::stderr)
         .init();
+    if !sys::is_root() {
+        tracing::warn!("the ship agent is not running as root: session users cannot be switched to");
+    }
     if sys::getpid() != 1 {
         sys::become_subreaper();
     }

@@ -135,16 +135,6 @@ pub fn kill_group(pgid: i32, sig: i32) {
     }
 }
 
-/// Sends `sig` to one process.
-pub fn kill_pid(pid: i32, sig: i32) {
-    if pid > 1 {
-        // SAFETY: plain kill(2).
-        unsafe {
-            libc::kill(pid, sig);
-        }
-    }
-}
-
 /// Whether the process group `pgid` still has members.
 pub fn group_alive(pgid: i32) -> bool {
     // SAFETY: signal 0 only checks for existence.
@@ -283,11 +273,6 @@ pub fn fchown(fd: RawFd, uid: u32, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// `lchown` by path (never follows a final symlink).
-pub fn lchown(path: &std::path::Path, uid: u32, gid: u32) -> io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-}
-
 /// Locks `fd` exclusively with a POSIX record lock (waits).
 pub fn lock_file(fd: RawFd) -> io::Result<()> {
     // SAFETY: F_SETLKW with a fully initialised flock struct.
@@ -312,4 +297,11 @@ pub fn decode_status(status: &std::process::ExitStatus) -> i32 {
     } else {
         -1
     }
+}
+
+/// Registers a non-blocking descriptor with the tokio reactor.
+pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd stays open, and always returns the same descriptor, for as long as
+    // the AsyncFd owns it.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| io::Error::other(e.to_string()))
 }
