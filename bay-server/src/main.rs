@@ -1,1 +1,51 @@
-fn main() {}
+//! `bay-server [serve|migrate]`: runs Bay's API server (default) or only applies migrations.
+
+use anyhow::{Context, bail};
+use bay_core::config::Config;
+use bay_core::service::ShipService;
+use tracing::{info, warn};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let command = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "serve".to_owned());
+    let config = Config::from_env().context("invalid configuration")?;
+    bay_server::logging::init(&config);
+    for warning in &config.warnings {
+        warn!("{warning}");
+    }
+    match command.as_str() {
+        "migrate" => {
+            let url = config.database_path.to_string_lossy().into_owned();
+            let applied = bay_core::store::run_migrations(&url)
+                .await
+                .with_context(|| format!("migrating {url}"))?;
+            info!(database = %url, applied = applied.len(), "migrations applied");
+            println!("{} migration(s) applied to {url}", applied.len());
+            Ok(())
+        }
+        "serve" => serve(config).await,
+        "-h" | "--help" | "help" => {
+            println!(
+                "usage: bay-server [serve|migrate]\n\nConfiguration comes from the environment and ./.env (see README.md)."
+            );
+            Ok(())
+        }
+        other => bail!("unknown command {other:?}: expected `serve` or `migrate`"),
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let driver = bay_server::factory::build_driver(&config)
+        .with_context(|| format!("CONTAINER_DRIVER={}", config.container_driver.as_str()))?;
+    let service = ShipService::start(config, driver)
+        .await
+        .context("starting the ship service")?;
+    info!("ship service ready; the HTTP API is not implemented yet");
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for a signal")?;
+    service.shutdown().await;
+    Ok(())
+}
