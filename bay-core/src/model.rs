@@ -73,8 +73,14 @@ impl From<ShipStatus> for i32 {
 /// let t = Timestamp::from_micros(1_764_473_476_036_341);
 /// assert_eq!(t.to_string(), "2025-11-30T03:31:16.036341Z");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Timestamp({self})")
+    }
+}
 
 impl Timestamp {
     /// The current time.

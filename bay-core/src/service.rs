@@ -650,30 +650,11 @@ impl ShipService {
                 continue;
             }
             info!(ship.id = %ship.id, session.id = %session, "restoring the session's stopped ship");
+            let ship_id = ship.id.clone();
             self.restore_locked(ship, session, ttl).await?;
-            return Ok(Some(self.get_ship_after_grant(session).await?));
+            return Ok(Some(self.get_ship(&ship_id).await?));
         }
         Ok(None)
-    }
-
-    async fn get_ship_after_grant(&self, session: &str) -> Result<Ship> {
-        // The relation just granted is the session's most recent activity.
-        let s = session.to_owned();
-        let now = Self::now();
-        let view = self
-            .inner
-            .store
-            .tx(move |c| {
-                let mut related = q::relations_of_session(c, &s)?;
-                related.sort_by_key(|(r, _)| std::cmp::Reverse(r.last_activity));
-                let Some((_, ship)) = related.into_iter().next() else {
-                    return Ok(None);
-                };
-                let rels = q::relations_of_ship(c, &ship.id)?;
-                Ok(Some(Self::ship_view(&ship, &rels, now)))
-            })
-            .await?;
-        view.ok_or(Error::ShipNotFound)
     }
 
     /// Step 3: join a running ship with a free slot, the same `max_session_num` and spec.
