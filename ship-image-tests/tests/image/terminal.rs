@@ -53,6 +53,8 @@ async fn invalid_terminal_parameters_close_with_1008() -> anyhow::Result<()> {
         "session_id=t&rows=1001",
         "session_id=t&cols=abc",
         "cols=80",
+        "session_id=%20lead",
+        "session_id=trail%20",
     ] {
         let mut t = ship.terminal(query, true).await?;
         let closed = t.closed(WAIT).await?;
