@@ -1,13 +1,22 @@
 //! `cargo xtask test`: what CI runs. Installs what the tests need (idempotently), checks
-//! formatting and lints with `-D warnings`, then runs every test with cargo-nextest.
+//! formatting and lints with `-D warnings`, builds the ship images the integration tests run
+//! (`ship:latest`, `ship:busybox`, and `ship:full` with `--full`), then runs every test with
+//! cargo-nextest.
 
 use crate::cmd;
+use crate::ship_image::{self, Flavour};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Skip `cargo fmt --check` and clippy (only run the tests).
     #[arg(long)]
     no_lint: bool,
+    /// Do not build the ship images (the image tests use whatever images exist).
+    #[arg(long)]
+    no_image: bool,
+    /// Also build the `full` ship image (`ship:full`), which the matplotlib test needs.
+    #[arg(long)]
+    full: bool,
     /// Extra arguments passed to `cargo nextest run` (e.g. a test filter).
     #[arg(last = true)]
     nextest_args: Vec<String>,
@@ -28,7 +37,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .args(["-D", "warnings"]),
         )?;
     }
+    if !args.no_image {
+        let mut images = vec![Flavour::Slim, Flavour::Busybox];
+        if args.full {
+            images.push(Flavour::Full);
+        }
+        let targets: Vec<_> = images
+            .iter()
+            .map(|&f| (f, f.default_tag().to_owned()))
+            .collect();
+        ship_image::build(&targets, false)?;
+    }
     let mut c = cmd::cargo();
+    // The images `ship-image-tests` runs (see its crate documentation).
+    c.env("BAY_SHIP_IMAGE", Flavour::Slim.default_tag())
+        .env("BAY_SHIP_BUSYBOX_IMAGE", Flavour::Busybox.default_tag())
+        .env("BAY_SHIP_FULL_IMAGE", Flavour::Full.default_tag());
     c.args([
         "nextest",
         "run",
