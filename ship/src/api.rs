@@ -26,7 +26,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
-            Self::Detail(status, detail) => (status, json_body(&json!({ "detail": detail }))).into_response(),
+            Self::Detail(status, detail) => {
+                (status, json_body(&json!({ "detail": detail }))).into_response()
+            }
             Self::Validation(entries) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json_body(&json!({ "detail": entries })),
@@ -69,8 +71,7 @@ pub fn missing(loc: Vec<Value>) -> Value {
     entry("missing", loc, "Field required", Value::Null, None)
 }
 
-const SESSION_RULE: &str =
-    "X-SESSION-ID must be 1 to 128 characters without control characters or leading/trailing spaces";
+const SESSION_RULE: &str = "X-SESSION-ID must be 1 to 128 characters without control characters or leading/trailing spaces";
 
 /// Whether a session id satisfies the §2.1 rule.
 pub fn session_id_valid(s: &str) -> bool {
@@ -126,11 +127,21 @@ fn loc(name: &str) -> Vec<Value> {
 impl Body {
     /// Parses a JSON object body (§2.2). `errors` are the header/query errors found so far;
     /// they come first in the 422 list.
-    pub fn parse(headers: &HeaderMap, bytes: &[u8], mut errors: Vec<Value>) -> Result<Self, ApiError> {
+    pub fn parse(
+        headers: &HeaderMap,
+        bytes: &[u8],
+        mut errors: Vec<Value>,
+    ) -> Result<Self, ApiError> {
         let ct = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
         let json_ct = match &ct {
             None => true,
             Some(t) => {
@@ -340,8 +351,8 @@ pub fn coerce_bool(v: &Value) -> Result<bool, (&'static str, &'static str)> {
     match v {
         Value::Bool(b) => Ok(*b),
         Value::Number(n) => match n.as_f64() {
-            Some(f) if f == 0.0 => Ok(false),
-            Some(f) if f == 1.0 => Ok(true),
+            Some(0.0) => Ok(false),
+            Some(1.0) => Ok(true),
             _ => Err(PARSING),
         },
         Value::String(s) => match s.to_ascii_lowercase().as_str() {
@@ -380,12 +391,17 @@ pub fn authorized(token: Option<&str>, headers: &HeaderMap, query_token: Option<
     use subtle::ConstantTimeEq;
     let Some(expected) = token else { return true };
     let eq = |given: &str| bool::from(given.as_bytes().ct_eq(expected.as_bytes()));
-    if let Some(h) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(h) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let h = h.trim();
-        if let Some(t) = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")) {
-            if eq(t.trim()) {
-                return true;
-            }
+        if let Some(t) = h
+            .strip_prefix("Bearer ")
+            .or_else(|| h.strip_prefix("bearer "))
+            && eq(t.trim())
+        {
+            return true;
         }
     }
     query_token.is_some_and(eq)
@@ -445,7 +461,11 @@ mod tests {
         let _ = b.req_str("path");
         let _ = b.opt_int("mode", false);
         let _ = b.req_str("content");
-        let types: Vec<_> = b.errors.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
+        let types: Vec<_> = b
+            .errors
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(types, ["string_type", "int_parsing", "missing"]);
         assert!(b.finish().is_err());
     }

@@ -28,10 +28,16 @@ fn err(status: StatusCode, detail: impl Into<String>) -> ApiError {
 /// Maps a resolution failure to its HTTP error.
 fn path_error(e: &PathError, w: &Path) -> ApiError {
     match e {
-        PathError::Nul => err(StatusCode::BAD_REQUEST, "Invalid path: contains a NUL character"),
+        PathError::Nul => err(
+            StatusCode::BAD_REQUEST,
+            "Invalid path: contains a NUL character",
+        ),
         PathError::Denied => err(
             StatusCode::FORBIDDEN,
-            format!("Access denied: path must be within workspace {}", w.display()),
+            format!(
+                "Access denied: path must be within workspace {}",
+                w.display()
+            ),
         ),
     }
 }
@@ -65,14 +71,19 @@ fn encoding(name: &str) -> Result<Encoding, ApiError> {
         "latin-1" | "latin1" | "iso-8859-1" | "iso8859-1" | "l1" | "8859" | "cp819" | "latin" => {
             Ok(Encoding::Latin1)
         }
-        _ => Err(err(StatusCode::BAD_REQUEST, format!("Unknown encoding: {name}"))),
+        _ => Err(err(
+            StatusCode::BAD_REQUEST,
+            format!("Unknown encoding: {name}"),
+        )),
     }
 }
 
 fn decode(bytes: Vec<u8>, enc: Encoding) -> Option<String> {
     match enc {
         Encoding::Utf8 => String::from_utf8(bytes).ok(),
-        Encoding::Ascii => bytes.is_ascii().then(|| String::from_utf8(bytes).unwrap_or_default()),
+        Encoding::Ascii => bytes
+            .is_ascii()
+            .then(|| String::from_utf8(bytes).unwrap_or_default()),
         Encoding::Latin1 => Some(bytes.iter().map(|&b| b as char).collect()),
     }
 }
@@ -137,7 +148,10 @@ pub async fn create_file(State(st): State<St>, headers: HeaderMap, body: Bytes) 
     as_user(&user, move || {
         let p = resolve(&w, &path, true).map_err(|e| path_error(&e, &w))?;
         let fail = |e: std::io::Error| {
-            err(StatusCode::INTERNAL_SERVER_ERROR, format!("Failed to create file: {}", io_reason(&e)))
+            err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("Failed to create file: {}", io_reason(&e)),
+            )
         };
         if let Some(parent) = p.parent() {
             fs::create_dir_all(parent).map_err(fail)?;
@@ -152,7 +166,9 @@ pub async fn create_file(State(st): State<St>, headers: HeaderMap, body: Bytes) 
         f.write_all(content.as_bytes()).map_err(fail)?;
         f.set_permissions(fs::Permissions::from_mode((mode as u32) & 0o777))
             .map_err(fail)?;
-        Ok(ok(json!({"success": true, "message": format!("File created: {path}"), "path": p})))
+        Ok(ok(
+            json!({"success": true, "message": format!("File created: {path}"), "path": p}),
+        ))
     })
     .await?
 }
@@ -161,7 +177,9 @@ pub async fn create_file(State(st): State<St>, headers: HeaderMap, body: Bytes) 
 pub async fn read_file(State(st): State<St>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let (sid, mut b) = parse(&headers, &body)?;
     let path = b.req_str("path");
-    let enc_name = b.opt_str("encoding", false).unwrap_or_else(|| "utf-8".into());
+    let enc_name = b
+        .opt_str("encoding", false)
+        .unwrap_or_else(|| "utf-8".into());
     let offset = b.opt_int("offset", true).flatten();
     let limit = b.opt_int("limit", true).flatten();
     let sid = finish(sid, &b)?;
@@ -171,27 +189,42 @@ pub async fn read_file(State(st): State<St>, headers: HeaderMap, body: Bytes) ->
     as_user(&user, move || {
         let p = resolve(&w, &path, true).map_err(|e| path_error(&e, &w))?;
         let fail = |e: std::io::Error| {
-            err(StatusCode::INTERNAL_SERVER_ERROR, format!("Failed to read file: {}", io_reason(&e)))
+            err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("Failed to read file: {}", io_reason(&e)),
+            )
         };
         let meta = match fs::metadata(&p) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(err(StatusCode::NOT_FOUND, format!("File not found: {path}")));
+                return Err(err(
+                    StatusCode::NOT_FOUND,
+                    format!("File not found: {path}"),
+                ));
             }
             Err(e) => return Err(fail(e)),
         };
         if !meta.is_file() {
-            return Err(err(StatusCode::BAD_REQUEST, format!("Path is not a file: {path}")));
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                format!("Path is not a file: {path}"),
+            ));
         }
         if meta.len() > READ_LIMIT {
             return Err(err(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("File too large to read: {path} (size {} bytes, limit {READ_LIMIT})", meta.len()),
+                format!(
+                    "File too large to read: {path} (size {} bytes, limit {READ_LIMIT})",
+                    meta.len()
+                ),
             ));
         }
         let mut f = fs::File::open(&p).map_err(fail)?;
         let mut bytes = Vec::with_capacity(meta.len() as usize);
-        Read::by_ref(&mut f).take(READ_LIMIT + 1).read_to_end(&mut bytes).map_err(fail)?;
+        Read::by_ref(&mut f)
+            .take(READ_LIMIT + 1)
+            .read_to_end(&mut bytes)
+            .map_err(fail)?;
         let size = f.metadata().map_or(bytes.len() as u64, |m| m.len());
         let text = decode(bytes, enc).ok_or_else(|| {
             err(
@@ -211,7 +244,9 @@ pub async fn write_file(State(st): State<St>, headers: HeaderMap, body: Bytes) -
     let path = b.req_str("path");
     let content = b.req_str("content");
     let mode = b.opt_str("mode", false).unwrap_or_else(|| "w".into());
-    let enc_name = b.opt_str("encoding", false).unwrap_or_else(|| "utf-8".into());
+    let enc_name = b
+        .opt_str("encoding", false)
+        .unwrap_or_else(|| "utf-8".into());
     let sid = finish(sid, &b)?;
     let enc = encoding(&enc_name)?;
     let user = setup(&st, &sid).await?;
@@ -245,7 +280,9 @@ pub async fn edit_file(State(st): State<St>, headers: HeaderMap, body: Bytes) ->
     let old = b.req_str("old_string");
     let new = b.req_str("new_string");
     let replace_all = b.opt_bool("replace_all").unwrap_or(false);
-    let enc_name = b.opt_str("encoding", false).unwrap_or_else(|| "utf-8".into());
+    let enc_name = b
+        .opt_str("encoding", false)
+        .unwrap_or_else(|| "utf-8".into());
     let sid = finish(sid, &b)?;
     let enc = encoding(&enc_name)?;
     let user = setup(&st, &sid).await?;
@@ -310,25 +347,43 @@ pub async fn delete_file(State(st): State<St>, headers: HeaderMap, body: Bytes) 
     as_user(&user, move || {
         let p = resolve(&w, &path, false).map_err(|e| path_error(&e, &w))?;
         if p == w {
-            return Err(err(StatusCode::BAD_REQUEST, "Cannot delete the workspace root"));
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                "Cannot delete the workspace root",
+            ));
         }
-        let fail = |e: std::io::Error| err(StatusCode::INTERNAL_SERVER_ERROR, format!("Failed to delete: {}", io_reason(&e)));
+        let fail = |e: std::io::Error| {
+            err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("Failed to delete: {}", io_reason(&e)),
+            )
+        };
         let meta = match fs::symlink_metadata(&p) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(err(StatusCode::NOT_FOUND, format!("Path not found: {path}")));
+                return Err(err(
+                    StatusCode::NOT_FOUND,
+                    format!("Path not found: {path}"),
+                ));
             }
             Err(e) => return Err(fail(e)),
         };
         let ft = meta.file_type();
         if ft.is_file() || ft.is_symlink() {
             fs::remove_file(&p).map_err(fail)?;
-            Ok(ok(json!({"success": true, "message": format!("File deleted: {path}")})))
+            Ok(ok(
+                json!({"success": true, "message": format!("File deleted: {path}")}),
+            ))
         } else if ft.is_dir() {
             fs::remove_dir_all(&p).map_err(fail)?;
-            Ok(ok(json!({"success": true, "message": format!("Directory deleted: {path}")})))
+            Ok(ok(
+                json!({"success": true, "message": format!("Directory deleted: {path}")}),
+            ))
         } else {
-            Err(err(StatusCode::BAD_REQUEST, format!("Unknown path type: {path}")))
+            Err(err(
+                StatusCode::BAD_REQUEST,
+                format!("Unknown path type: {path}"),
+            ))
         }
     })
     .await?
@@ -384,7 +439,9 @@ pub async fn list_dir(State(st): State<St>, headers: HeaderMap, body: Bytes) -> 
 }
 
 fn upload_failed(reason: &str) -> Response {
-    ok(json!({"success": false, "message": "File upload failed", "file_path": null, "size": null, "error": reason}))
+    ok(
+        json!({"success": false, "message": "File upload failed", "file_path": null, "size": null, "error": reason}),
+    )
 }
 
 /// A temporary upload file, removed on drop unless persisted.
@@ -399,13 +456,18 @@ impl Drop for TempUpload {
         if !self.keep {
             let path = self.path.clone();
             let id = self.user.ident();
-            tokio::task::spawn_blocking(move || crate::sys::with_fs_creds(id, || fs::remove_file(path)));
+            tokio::task::spawn_blocking(move || {
+                crate::sys::with_fs_creds(id, || fs::remove_file(path))
+            });
         }
     }
 }
 
 /// Creates the temporary file for an upload in `dir` (created if missing) as the user.
-async fn open_temp(user: &User, dir: PathBuf) -> Result<Result<(TempUpload, tokio::fs::File), String>, ApiError> {
+async fn open_temp(
+    user: &User,
+    dir: PathBuf,
+) -> Result<Result<(TempUpload, tokio::fs::File), String>, ApiError> {
     let u = user.clone();
     as_user(user, move || {
         fs::create_dir_all(&dir).map_err(|e| io_reason(&e))?;
@@ -416,7 +478,14 @@ async fn open_temp(user: &User, dir: PathBuf) -> Result<Result<(TempUpload, toki
             .mode(0o644)
             .open(&path)
             .map_err(|e| io_reason(&e))?;
-        Ok((TempUpload { path, user: u, keep: false }, tokio::fs::File::from_std(f)))
+        Ok((
+            TempUpload {
+                path,
+                user: u,
+                keep: false,
+            },
+            tokio::fs::File::from_std(f),
+        ))
     })
     .await
 }
@@ -425,10 +494,7 @@ async fn open_temp(user: &User, dir: PathBuf) -> Result<Result<(TempUpload, toki
 pub async fn upload(State(st): State<St>, headers: HeaderMap, req: Request) -> ApiResult {
     let sid = session_header(&headers);
     let mut errors: Vec<Value> = sid.as_ref().err().cloned().into_iter().collect();
-    let mut mp = match Multipart::from_request(req, &()).await {
-        Ok(m) => Some(m),
-        Err(_) => None,
-    };
+    let mut mp = Multipart::from_request(req, &()).await.ok();
     let user = match (&sid, &mp) {
         (Ok(s), Some(_)) => Some(st.user_or_500(s).await?),
         _ => None,
@@ -467,7 +533,9 @@ pub async fn upload(State(st): State<St>, headers: HeaderMap, req: Request) -> A
                         let fp2 = fp.clone();
                         let target = as_user(user, move || resolve(&w, &fp2, true)).await?;
                         match target {
-                            Ok(t) => t.parent().map_or_else(|| user.workspace.clone(), Path::to_path_buf),
+                            Ok(t) => t
+                                .parent()
+                                .map_or_else(|| user.workspace.clone(), Path::to_path_buf),
                             Err(e) => return Err(path_error(&e, &user.workspace)),
                         }
                     }
@@ -493,10 +561,10 @@ pub async fn upload(State(st): State<St>, headers: HeaderMap, req: Request) -> A
                                 }
                             }
                         }
-                        if soft_error.is_none() {
-                            if let Err(e) = f.flush().await {
-                                soft_error = Some(io_reason(&e));
-                            }
+                        if soft_error.is_none()
+                            && let Err(e) = f.flush().await
+                        {
+                            soft_error = Some(io_reason(&e));
                         }
                         drop(f);
                         temp = Some((t, size));
@@ -552,8 +620,10 @@ pub async fn upload(State(st): State<St>, headers: HeaderMap, req: Request) -> A
     match res {
         Ok(()) => {
             t.keep = true;
-            Ok(ok(json!({"success": true, "message": "File uploaded successfully", "file_path": target,
-                "size": size, "error": null})))
+            Ok(ok(
+                json!({"success": true, "message": "File uploaded successfully", "file_path": target,
+                "size": size, "error": null}),
+            ))
         }
         Err(reason) => Ok(upload_failed(&reason)),
     }
@@ -578,7 +648,10 @@ pub async fn download(State(st): State<St>, headers: HeaderMap, req: Request) ->
     let opened = as_user(&user, move || {
         let p = resolve(&w, &file_path, true).map_err(|e| path_error(&e, &w))?;
         let fail = |e: std::io::Error| {
-            err(StatusCode::INTERNAL_SERVER_ERROR, format!("File download failed: {}", io_reason(&e)))
+            err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("File download failed: {}", io_reason(&e)),
+            )
         };
         let meta = match fs::metadata(&p) {
             Ok(m) => m,
@@ -604,7 +677,11 @@ pub async fn download(State(st): State<St>, headers: HeaderMap, req: Request) ->
     let (status, start, len) = match range {
         Some(Ok((a, b))) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
         Some(Err(())) => {
-            let mut r = err(StatusCode::RANGE_NOT_SATISFIABLE, "Requested range not satisfiable").into_response();
+            let mut r = err(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "Requested range not satisfiable",
+            )
+            .into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
             }
@@ -613,15 +690,31 @@ pub async fn download(State(st): State<St>, headers: HeaderMap, req: Request) ->
         None => (StatusCode::OK, 0, size),
     };
     if start > 0 {
-        f.seek(std::io::SeekFrom::Start(start))
-            .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, format!("File download failed: {e}")))?;
+        f.seek(std::io::SeekFrom::Start(start)).map_err(|e| {
+            err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("File download failed: {e}"),
+            )
+        })?;
     }
     let file = tokio::fs::File::from_std(f);
-    let stream = tokio_util::io::ReaderStream::with_capacity(tokio::io::AsyncReadExt::take(file, len), 64 << 10);
-    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let stream = tokio_util::io::ReaderStream::with_capacity(
+        tokio::io::AsyncReadExt::take(file, len),
+        64 << 10,
+    );
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let ascii: String = name
         .chars()
-        .map(|c| if c.is_ascii() && !c.is_ascii_control() && c != '"' && c != '\\' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() && c != '"' && c != '\\' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     const ATTR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'-')
@@ -644,11 +737,24 @@ pub async fn download(State(st): State<St>, headers: HeaderMap, req: Request) ->
         header::CONTENT_DISPOSITION,
         format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{pct}"),
     );
-    set(header::LAST_MODIFIED, mtime.format("%a, %d %b %Y %H:%M:%S GMT").to_string());
-    set(header::ETAG, format!("\"{:x}-{:x}\"", meta.mtime() as u64 * 1_000_000_000 + meta.mtime_nsec() as u64, size));
+    set(
+        header::LAST_MODIFIED,
+        mtime.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+    );
+    set(
+        header::ETAG,
+        format!(
+            "\"{:x}-{:x}\"",
+            meta.mtime() as u64 * 1_000_000_000 + meta.mtime_nsec() as u64,
+            size
+        ),
+    );
     set(header::ACCEPT_RANGES, "bytes".into());
     if status == StatusCode::PARTIAL_CONTENT {
-        set(header::CONTENT_RANGE, format!("bytes {start}-{}/{size}", start + len - 1));
+        set(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{size}", start + len - 1),
+        );
     }
     Ok(res)
 }
@@ -670,7 +776,11 @@ fn parse_range(r: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
         (size.saturating_sub(n), size - 1)
     } else {
         let a: u64 = a.parse().ok()?;
-        let b: u64 = if b.is_empty() { size.saturating_sub(1) } else { b.parse().ok()? };
+        let b: u64 = if b.is_empty() {
+            size.saturating_sub(1)
+        } else {
+            b.parse().ok()?
+        };
         if a >= size || b < a {
             return Some(Err(()));
         }

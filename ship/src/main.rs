@@ -118,7 +118,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     if !sys::is_root() {
-        tracing::warn!("the ship agent is not running as root: session users cannot be switched to");
+        tracing::warn!(
+            "the ship agent is not running as root: session users cannot be switched to"
+        );
     }
     if sys::getpid() != 1 {
         sys::become_subreaper();
@@ -254,17 +256,27 @@ async fn guard(State(state): State<St>, req: Request, next: Next) -> Response {
         } else {
             None
         };
-        if !api::authorized(state.cfg.auth_token.as_deref(), req.headers(), query_token.as_deref()) {
+        if !api::authorized(
+            state.cfg.auth_token.as_deref(),
+            req.headers(),
+            query_token.as_deref(),
+        ) {
             return api::unauthorized();
         }
     }
-    let res = match std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().await {
+    let res = match std::panic::AssertUnwindSafe(next.run(req))
+        .catch_unwind()
+        .await
+    {
         Ok(r) => r,
         Err(_) => return ApiError::internal().into_response(),
     };
-    if res.status() == StatusCode::METHOD_NOT_ALLOWED && !res.headers().contains_key(header::CONTENT_TYPE) {
+    if res.status() == StatusCode::METHOD_NOT_ALLOWED
+        && !res.headers().contains_key(header::CONTENT_TYPE)
+    {
         let allow = res.headers().get(header::ALLOW).cloned();
-        let mut r = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed").into_response();
+        let mut r =
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed").into_response();
         if let Some(a) = allow {
             r.headers_mut().insert(header::ALLOW, a);
         }
@@ -277,7 +289,9 @@ async fn guard(State(state): State<St>, req: Request, next: Next) -> Response {
 pub fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        let k = percent_encoding::percent_decode_str(&k.replace('+', " ")).decode_utf8_lossy().into_owned();
+        let k = percent_encoding::percent_decode_str(&k.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned();
         (k == name).then(|| {
             percent_encoding::percent_decode_str(&v.replace('+', " "))
                 .decode_utf8_lossy()
@@ -291,7 +305,8 @@ pub fn query_param_bytes(query: &str, name: &str) -> Option<Vec<u8>> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         let k: Vec<u8> = percent_encoding::percent_decode_str(&k.replace('+', " ")).collect();
-        (k == name.as_bytes()).then(|| percent_encoding::percent_decode_str(&v.replace('+', " ")).collect())
+        (k == name.as_bytes())
+            .then(|| percent_encoding::percent_decode_str(&v.replace('+', " ")).collect())
     })
 }
 
@@ -307,14 +322,17 @@ async fn health(State(state): State<St>) -> Response {
     if state.shutting_down.load(Ordering::SeqCst) {
         let mut r = ok(json!({"status": "shutting_down", "service": "ship", "version": VERSION}));
         *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return r;
     }
     ok(json!({"status": "healthy", "service": "ship", "version": VERSION}))
 }
 
 async fn stat() -> Response {
-    ok(json!({"service": "ship", "version": VERSION, "status": "running", "author": "AstrBot Team"}))
+    ok(
+        json!({"service": "ship", "version": VERSION, "status": "running", "author": "AstrBot Team"}),
+    )
 }
 
 async fn meta(State(state): State<St>) -> Response {

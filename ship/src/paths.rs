@@ -45,7 +45,8 @@ pub fn resolve(w: &Path, input: &str, follow_last: bool) -> Result<PathBuf, Path
         if queue.is_empty() && !follow_last {
             break;
         }
-        let is_link = std::fs::symlink_metadata(&resolved).is_ok_and(|m| m.file_type().is_symlink());
+        let is_link =
+            std::fs::symlink_metadata(&resolved).is_ok_and(|m| m.file_type().is_symlink());
         if !is_link || links >= MAX_LINKS {
             continue;
         }
@@ -104,8 +105,14 @@ mod tests {
         let (_d, w) = setup();
         assert_eq!(resolve(&w, "", true).unwrap(), w);
         assert_eq!(resolve(&w, ".", true).unwrap(), w);
-        assert_eq!(resolve(&w, "sub/../sub/f.txt", true).unwrap(), w.join("sub/f.txt"));
-        assert_eq!(resolve(&w, "new/dir/file", true).unwrap(), w.join("new/dir/file"));
+        assert_eq!(
+            resolve(&w, "sub/../sub/f.txt", true).unwrap(),
+            w.join("sub/f.txt")
+        );
+        assert_eq!(
+            resolve(&w, "new/dir/file", true).unwrap(),
+            w.join("new/dir/file")
+        );
         assert_eq!(resolve(&w, "missing/../a", true).unwrap(), w.join("a"));
         let abs = w.join("sub/f.txt");
         assert_eq!(resolve(&w, abs.to_str().unwrap(), true).unwrap(), abs);
@@ -135,7 +142,10 @@ mod tests {
         assert_eq!(resolve(&w, "etc", true), Err(PathError::Denied));
         assert_eq!(resolve(&w, "up/x", true), Err(PathError::Denied));
         assert_eq!(resolve(&w, "dangling", true), Err(PathError::Denied));
-        assert_eq!(resolve(&w, "inner/f.txt", true).unwrap(), w.join("sub/f.txt"));
+        assert_eq!(
+            resolve(&w, "inner/f.txt", true).unwrap(),
+            w.join("sub/f.txt")
+        );
         // Not following the last component: the link itself is the target.
         assert_eq!(resolve(&w, "etc", false).unwrap(), w.join("etc"));
         assert_eq!(resolve(&w, "dangling", false).unwrap(), w.join("dangling"));

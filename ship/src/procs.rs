@@ -19,21 +19,33 @@ pub struct Procs {
 impl Procs {
     /// Spawns `cmd` and registers the child (and its process group, which the set-up hooks
     /// make equal to its pid) atomically with respect to the reaper.
-    pub fn spawn(&self, cmd: &mut tokio::process::Command) -> std::io::Result<tokio::process::Child> {
+    pub fn spawn(
+        &self,
+        cmd: &mut tokio::process::Command,
+    ) -> std::io::Result<tokio::process::Child> {
         let mut owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
         let child = cmd.spawn()?;
         if let Some(pid) = child.id() {
             let pid = pid as i32;
             owned.insert(pid);
-            self.groups.lock().unwrap_or_else(|e| e.into_inner()).insert(pid);
+            self.groups
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(pid);
         }
         Ok(child)
     }
 
     /// Forgets a child after its status was collected; its group is forgotten too.
     pub fn release(&self, pid: i32) {
-        self.owned.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
-        self.groups.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
+        self.owned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pid);
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pid);
     }
 
     /// Every tracked process group.
@@ -80,7 +92,8 @@ impl Procs {
 /// Starts the orphan reaper: on every SIGCHLD and once a second.
 pub fn spawn_reaper(state: St) {
     tokio::spawn(async move {
-        let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
+        let mut sigchld =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             match sigchld.as_mut() {

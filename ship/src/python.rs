@@ -74,7 +74,10 @@ impl Kernel {
             vec![(cmd_r.as_raw_fd(), 3), (evt_w.as_raw_fd(), 4)],
         );
         let mut c = tokio::process::Command::from(c);
-        let child = st.procs.spawn(&mut c).map_err(|e| format!("cannot start {}: {e}", st.cfg.python))?;
+        let child = st
+            .procs
+            .spawn(&mut c)
+            .map_err(|e| format!("cannot start {}: {e}", st.cfg.python))?;
         drop(cmd_r);
         drop(evt_w);
         let pid = child.id().map_or(-1, |p| p as i32);
@@ -82,14 +85,19 @@ impl Kernel {
             child,
             pid,
             cmd: sender(cmd_w).map_err(|e| format!("cannot use the command pipe: {e}"))?,
-            events: BufReader::new(receiver(evt_r).map_err(|e| format!("cannot use the event pipe: {e}"))?)
-                .lines(),
+            events: BufReader::new(
+                receiver(evt_r).map_err(|e| format!("cannot use the event pipe: {e}"))?,
+            )
+            .lines(),
         };
         match tokio::time::timeout(START_TIMEOUT, kernel.events.next_line()).await {
             Ok(Ok(Some(line))) if line.contains("\"ready\"") => Ok(kernel),
             Ok(_) => {
                 let status = kernel.kill(st).await;
-                Err(format!("the Python interpreter exited during start-up ({})", exit_text(status)))
+                Err(format!(
+                    "the Python interpreter exited during start-up ({})",
+                    exit_text(status)
+                ))
             }
             Err(_) => {
                 kernel.kill(st).await;
@@ -109,7 +117,10 @@ impl Kernel {
     /// Asks the interpreter to exit (closes its command pipe), kills it after 5 s.
     async fn shutdown(mut self, st: &St) {
         drop(self.cmd);
-        if tokio::time::timeout(INTERRUPT_GRACE, self.child.wait()).await.is_err() {
+        if tokio::time::timeout(INTERRUPT_GRACE, self.child.wait())
+            .await
+            .is_err()
+        {
             sys::kill_group(self.pid, libc::SIGKILL);
             let _ = self.child.wait().await;
         }
@@ -181,16 +192,28 @@ impl Collector {
 }
 
 /// Runs one cell with the session's interpreter. `cancel` resolves when the caller is gone.
-async fn run_cell(
-    st: St,
-    sid: String,
-    user: User,
+/// One execution request.
+#[derive(Debug)]
+struct Cell {
     code: String,
     silent: bool,
     timeout: u64,
     arrival: Instant,
+}
+
+async fn run_cell(
+    st: St,
+    sid: String,
+    user: User,
+    cell: Cell,
     mut cancel: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<Outcome, ApiError> {
+    let Cell {
+        code,
+        silent,
+        timeout,
+        arrival,
+    } = cell;
     let session = st.session(&sid);
     let mut deadline = arrival + Duration::from_secs(timeout);
     let timed_out = || Outcome {
@@ -201,15 +224,18 @@ async fn run_cell(
         Ok(g) => g,
         Err(_) => return Ok(timed_out()),
     };
-    if slot.as_mut().is_some_and(|k| !k.alive()) {
-        if let Some(mut k) = slot.take() {
-            k.kill(&st).await;
-        }
+    if slot.as_mut().is_some_and(|k| !k.alive())
+        && let Some(mut k) = slot.take()
+    {
+        k.kill(&st).await;
     }
     if slot.is_none() {
         let started = Instant::now();
         let k = Kernel::start(&st, &user).await.map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("Failed to execute code: {e}"))
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("Failed to execute code: {e}"),
+            )
         })?;
         *slot = Some(k);
         deadline += started.elapsed();
@@ -268,7 +294,9 @@ async fn run_cell(
         };
         match line {
             Ok(Some(l)) => {
-                let Ok(ev) = serde_json::from_str::<Value>(&l) else { continue };
+                let Ok(ev) = serde_json::from_str::<Value>(&l) else {
+                    continue;
+                };
                 match ev.get("t").and_then(Value::as_str) {
                     Some("done") => break ev,
                     _ => col.event(&ev),
@@ -293,7 +321,10 @@ async fn run_cell(
         }
     };
     let (text, trunc) = col.text.render();
-    let mut error = finish.get("error").and_then(Value::as_str).map(str::to_owned);
+    let mut error = finish
+        .get("error")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     if interrupted {
         error = Some(format!("Code execution timed out after {timeout} seconds"));
     }
@@ -325,10 +356,12 @@ pub async fn exec(State(st): State<St>, headers: HeaderMap, body: Bytes) -> ApiR
         st.clone(),
         sid.clone(),
         user,
-        code,
-        silent,
-        timeout,
-        arrival,
+        Cell {
+            code,
+            silent,
+            timeout,
+            arrival,
+        },
         cancel_rx,
     ));
     let outcome = match task.await {
@@ -353,10 +386,10 @@ fn required_session(headers: &HeaderMap) -> Result<String, ApiError> {
 async fn ensure_kernel(st: &St, user: &User, sid: &str) -> Result<(), String> {
     let session = st.session(sid);
     let mut slot = session.kernel.kernel.lock().await;
-    if slot.as_mut().is_some_and(|k| !k.alive()) {
-        if let Some(mut k) = slot.take() {
-            k.kill(st).await;
-        }
+    if slot.as_mut().is_some_and(|k| !k.alive())
+        && let Some(mut k) = slot.take()
+    {
+        k.kill(st).await;
     }
     if slot.is_none() {
         *slot = Some(Kernel::start(st, user).await?);
@@ -368,11 +401,16 @@ async fn ensure_kernel(st: &St, user: &User, sid: &str) -> Result<(), String> {
 pub async fn create_kernel(State(st): State<St>, headers: HeaderMap) -> ApiResult {
     let sid = required_session(&headers)?;
     let user = st.user_or_500(&sid).await?;
-    ensure_kernel(&st, &user, &sid)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("Failed to create kernel: {e}")))?;
-    Ok(ok(json!({"success": true, "kernel_id": sid, "workspace": user.workspace,
-        "message": format!("Kernel for session {sid} created successfully")})))
+    ensure_kernel(&st, &user, &sid).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("Failed to create kernel: {e}"),
+        )
+    })?;
+    Ok(ok(
+        json!({"success": true, "kernel_id": sid, "workspace": user.workspace,
+        "message": format!("Kernel for session {sid} created successfully")}),
+    ))
 }
 
 /// POST /ipython/kernel/restart
@@ -384,10 +422,15 @@ pub async fn restart_kernel(State(st): State<St>, headers: HeaderMap) -> ApiResu
     if let Some(k) = old {
         k.shutdown(&st).await;
     }
-    ensure_kernel(&st, &user, &sid)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("Failed to restart kernel: {e}")))?;
-    Ok(ok(json!({"success": true, "message": "Kernel restarted successfully"})))
+    ensure_kernel(&st, &user, &sid).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("Failed to restart kernel: {e}"),
+        )
+    })?;
+    Ok(ok(
+        json!({"success": true, "message": "Kernel restarted successfully"}),
+    ))
 }
 
 /// The interpreter status of a session: `None` without one.
@@ -402,31 +445,42 @@ async fn status_of(st: &St, sid: &str) -> Option<&'static str> {
 }
 
 fn kernel_not_found(sid: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("Kernel for session {sid} not found"))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("Kernel for session {sid} not found"),
+    )
 }
 
 /// DELETE /ipython/kernel
 pub async fn delete_kernel(State(st): State<St>, headers: HeaderMap) -> ApiResult {
     let sid = required_session(&headers)?;
-    let session = st.existing_session(&sid).ok_or_else(|| kernel_not_found(&sid))?;
+    let session = st
+        .existing_session(&sid)
+        .ok_or_else(|| kernel_not_found(&sid))?;
     let mut slot = session.kernel.kernel.lock().await;
     let k = slot.take().ok_or_else(|| kernel_not_found(&sid))?;
     drop(slot);
     k.shutdown(&st).await;
-    Ok(ok(json!({"success": true, "message": format!("Kernel for session {sid} shutdown successfully")})))
+    Ok(ok(
+        json!({"success": true, "message": format!("Kernel for session {sid} shutdown successfully")}),
+    ))
 }
 
 /// GET /ipython/kernel/status
 pub async fn kernel_status(State(st): State<St>, headers: HeaderMap) -> ApiResult {
     let sid = required_session(&headers)?;
-    let status = status_of(&st, &sid).await.ok_or_else(|| kernel_not_found(&sid))?;
+    let status = status_of(&st, &sid)
+        .await
+        .ok_or_else(|| kernel_not_found(&sid))?;
     let st2 = st.clone();
     let sid2 = sid.clone();
     let workspace = tokio::task::spawn_blocking(move || st2.users.workspace_of(&sid2))
         .await
         .map_err(|_| ApiError::internal())?;
-    Ok(ok(json!({"session_id": sid, "kernel_id": sid, "status": status, "workspace": workspace,
-        "has_kernel": true})))
+    Ok(ok(
+        json!({"session_id": sid, "kernel_id": sid, "status": status, "workspace": workspace,
+        "has_kernel": true}),
+    ))
 }
 
 /// GET /ipython/kernels

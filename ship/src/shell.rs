@@ -87,7 +87,10 @@ fn lock(b: &Shared) -> std::sync::MutexGuard<'_, OutBuf> {
 }
 
 /// Reads `r` to its end into `buf`.
-fn drain(mut r: impl AsyncRead + Unpin + Send + 'static, buf: Shared) -> tokio::task::JoinHandle<()> {
+fn drain(
+    mut r: impl AsyncRead + Unpin + Send + 'static,
+    buf: Shared,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut chunk = vec![0u8; 16 << 10];
         loop {
@@ -208,9 +211,11 @@ impl ExecResult {
         }
     }
     fn into_response(self) -> Response {
-        ok(json!({"success": self.success, "return_code": self.return_code, "stdout": self.stdout,
+        ok(
+            json!({"success": self.success, "return_code": self.return_code, "stdout": self.stdout,
             "stderr": self.stderr, "pid": self.pid, "process_id": self.process_id, "error": self.error,
-            "stdout_truncated": self.stdout_truncated, "stderr_truncated": self.stderr_truncated}))
+            "stdout_truncated": self.stdout_truncated, "stderr_truncated": self.stderr_truncated}),
+        )
     }
 }
 
@@ -266,7 +271,9 @@ struct Req {
 async fn run(st: &St, sid: &str, req: Req) -> ExecResult {
     let user = match st.user(sid).await {
         Ok(u) => u,
-        Err((name, reason)) => return ExecResult::soft(format!("Failed to create user {name}: {reason}")),
+        Err((name, reason)) => {
+            return ExecResult::soft(format!("Failed to create user {name}: {reason}"));
+        }
     };
     // Working directory, resolved with the user's credentials.
     let w = user.workspace.clone();
@@ -275,7 +282,9 @@ async fn run(st: &St, sid: &str, req: Req) -> ExecResult {
         let Some(c) = cwd_in else { return Ok(w) };
         match resolve(&w, &c, true) {
             Ok(p) if p.is_dir() => Ok(p),
-            Ok(_) | Err(crate::paths::PathError::Nul) => Err(format!("Working directory does not exist: {c}")),
+            Ok(_) | Err(crate::paths::PathError::Nul) => {
+                Err(format!("Working directory does not exist: {c}"))
+            }
             Err(crate::paths::PathError::Denied) => Err(format!(
                 "Access denied: path must be within user workspace: {}",
                 w.display()
@@ -300,7 +309,11 @@ async fn run(st: &St, sid: &str, req: Req) -> ExecResult {
         env.push((k, v));
     }
     let mut cmd = if req.use_shell {
-        let script = format!("cd -- {} || exit 1\n{}", shell_quote(&cwd.to_string_lossy()), req.command);
+        let script = format!(
+            "cd -- {} || exit 1\n{}",
+            shell_quote(&cwd.to_string_lossy()),
+            req.command
+        );
         let mut c = std::process::Command::new(&st.cfg.shell);
         c.arg("-l").arg("-c").arg(script);
         c
@@ -452,7 +465,11 @@ fn not_found(id: &str) -> ApiError {
 }
 
 /// GET /shell/process/{process_id}
-pub async fn get_process(State(st): State<St>, headers: HeaderMap, UrlPath(id): UrlPath<String>) -> ApiResult {
+pub async fn get_process(
+    State(st): State<St>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult {
     let sid = required_session(&headers)?;
     let p = st
         .existing_session(&sid)
@@ -469,14 +486,20 @@ pub async fn get_process(State(st): State<St>, headers: HeaderMap, UrlPath(id): 
 }
 
 /// DELETE /shell/process/{process_id}
-pub async fn kill_process(State(st): State<St>, headers: HeaderMap, UrlPath(id): UrlPath<String>) -> ApiResult {
+pub async fn kill_process(
+    State(st): State<St>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult {
     let sid = required_session(&headers)?;
     let p = st
         .existing_session(&sid)
         .and_then(|s| s.shell.find(&id))
         .ok_or_else(|| not_found(&id))?;
     if p.rc().is_some() {
-        return Ok(ok(json!({"success": true, "message": format!("Process {id} is not running")})));
+        return Ok(ok(
+            json!({"success": true, "message": format!("Process {id} is not running")}),
+        ));
     }
     sys::kill_group(p.pid, libc::SIGKILL);
     // Wait briefly so that the listing shows the final status.
@@ -510,7 +533,10 @@ mod tests {
             b.push(chunk);
         }
         // 18 bytes: first 4, last 4, 10 omitted.
-        assert_eq!(b.render(), ("abcd\n[... 10 bytes omitted ...]\nopqr".to_owned(), true));
+        assert_eq!(
+            b.render(),
+            ("abcd\n[... 10 bytes omitted ...]\nopqr".to_owned(), true)
+        );
         let mut b = OutBuf::new(8);
         b.push(&[b'x'; 1000]);
         let (t, trunc) = b.render();

@@ -33,11 +33,7 @@ pub fn with_fs_creds<T>(id: Ident, f: impl FnOnce() -> T) -> T {
             unsafe {
                 libc::syscall(libc::SYS_setfsuid, 0);
                 libc::syscall(libc::SYS_setfsgid, 0);
-                libc::syscall(
-                    libc::SYS_setgroups,
-                    self.groups.len(),
-                    self.groups.as_ptr(),
-                );
+                libc::syscall(libc::SYS_setgroups, self.groups.len(), self.groups.as_ptr());
             }
         }
     }
@@ -116,7 +112,13 @@ pub fn pty_command(cmd: &mut Command, id: Ident, slave: RawFd) {
 unsafe fn reset_signals() {
     // SAFETY: signal and sigprocmask are async-signal-safe; the set is initialised first.
     unsafe {
-        for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGPIPE, libc::SIGCHLD] {
+        for sig in [
+            libc::SIGHUP,
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGPIPE,
+            libc::SIGCHLD,
+        ] {
             libc::signal(sig, libc::SIG_DFL);
         }
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -216,7 +218,12 @@ pub fn open_pty(rows: u16, cols: u16) -> io::Result<(OwnedFd, OwnedFd)> {
     // SAFETY: ptsname_r succeeded, so the buffer holds a NUL-terminated string.
     let path = unsafe { CStr::from_ptr(name.as_ptr()) };
     // SAFETY: open on a valid C string; the result is owned by us.
-    let slave = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    let slave = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
     if slave < 0 {
         return Err(io::Error::last_os_error());
     }

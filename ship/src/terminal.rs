@@ -5,8 +5,10 @@ use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::State;
+use axum::extract::ws::{
+    CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
@@ -66,7 +68,11 @@ fn parse_dim(v: Option<String>, default: u16) -> Result<u16, ()> {
         None => Ok(default),
         Some(s) => {
             let n: i64 = crate::api::coerce_int(&Value::String(s)).map_err(|_| ())?;
-            if (1..=1000).contains(&n) { Ok(n as u16) } else { Err(()) }
+            if (1..=1000).contains(&n) {
+                Ok(n as u16)
+            } else {
+                Err(())
+            }
         }
     }
 }
@@ -85,7 +91,10 @@ pub async fn ws(
     let query = uri.query().unwrap_or("");
     let raw_sid = crate::query_param_bytes(query, "session_id")
         .or_else(|| headers.get("x-session-id").map(|v| v.as_bytes().to_vec()));
-    let sid = check_session(raw_sid.as_deref(), vec!["query".into(), "session_id".into()]);
+    let sid = check_session(
+        raw_sid.as_deref(),
+        vec!["query".into(), "session_id".into()],
+    );
     let cols = parse_dim(crate::query_param(query, "cols"), 80);
     let rows = parse_dim(crate::query_param(query, "rows"), 24);
     let params = match (sid, cols, rows) {
@@ -99,7 +108,12 @@ pub async fn ws(
             Err(reason) => close(&mut socket, 1008, reason).await,
             Ok((sid, cols, rows)) => match st.user(&sid).await {
                 Err((name, reason)) => {
-                    close(&mut socket, 1011, &format!("Failed to create user {name}: {reason}")).await;
+                    close(
+                        &mut socket,
+                        1011,
+                        &format!("Failed to create user {name}: {reason}"),
+                    )
+                    .await;
                 }
                 Ok(user) => {
                     if let Err(e) = session(st, socket, user, cols, rows).await {
@@ -129,7 +143,13 @@ async fn close(socket: &mut WebSocket, code: u16, text: &str) {
         .await;
 }
 
-async fn session(st: St, mut socket: WebSocket, user: User, cols: u16, rows: u16) -> anyhow::Result<()> {
+async fn session(
+    st: St,
+    mut socket: WebSocket,
+    user: User,
+    cols: u16,
+    rows: u16,
+) -> anyhow::Result<()> {
     let (master, slave) = match sys::open_pty(rows, cols) {
         Ok(p) => p,
         Err(e) => {
@@ -234,7 +254,10 @@ async fn session(st: St, mut socket: WebSocket, user: User, cols: u16, rows: u16
     sys::kill_group(pid, libc::SIGHUP);
     let st2 = st.clone();
     tokio::spawn(async move {
-        if tokio::time::timeout(Duration::from_secs(1), child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(1), child.wait())
+            .await
+            .is_err()
+        {
             sys::kill_group(pid, libc::SIGKILL);
             let _ = child.wait().await;
         }
@@ -257,7 +280,10 @@ fn resize_request(text: &str) -> Option<(Option<u16>, Option<u16>)> {
     }
     let dim = |name: &str, default: u16| match v.get(name) {
         None => Some(default),
-        Some(Value::Number(n)) => n.as_i64().filter(|n| (1..=1000).contains(n)).map(|n| n as u16),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .filter(|n| (1..=1000).contains(n))
+            .map(|n| n as u16),
         Some(_) => None,
     };
     Some((dim("cols", 80), dim("rows", 24)))
@@ -281,9 +307,18 @@ mod tests {
 
     #[test]
     fn resize_messages_are_recognised() {
-        assert_eq!(resize_request(r#"{"type":"resize","cols":120,"rows":40}"#), Some((Some(120), Some(40))));
-        assert_eq!(resize_request(r#"{"type":"resize"}"#), Some((Some(80), Some(24))));
-        assert_eq!(resize_request(r#"{"type":"resize","cols":0,"rows":40}"#), Some((None, Some(40))));
+        assert_eq!(
+            resize_request(r#"{"type":"resize","cols":120,"rows":40}"#),
+            Some((Some(120), Some(40)))
+        );
+        assert_eq!(
+            resize_request(r#"{"type":"resize"}"#),
+            Some((Some(80), Some(24)))
+        );
+        assert_eq!(
+            resize_request(r#"{"type":"resize","cols":0,"rows":40}"#),
+            Some((None, Some(40)))
+        );
         assert_eq!(resize_request("ls -la\r"), None);
         assert_eq!(resize_request(r#"{"type":"other"}"#), None);
     }

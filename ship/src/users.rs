@@ -109,13 +109,21 @@ impl Users {
                     UserInfo {
                         uid,
                         gid: GROUP_ID,
-                        home_dir: self.cfg.home_root.join(&name).to_string_lossy().into_owned(),
+                        home_dir: self
+                            .cfg
+                            .home_root
+                            .join(&name)
+                            .to_string_lossy()
+                            .into_owned(),
                     },
                 );
                 changed = true;
             }
             let uid = inner.info[&name].uid;
-            if let Err(e) = self.ensure_system_user(&name, uid).and_then(|()| self.setup_home(&name, uid)) {
+            if let Err(e) = self
+                .ensure_system_user(&name, uid)
+                .and_then(|()| self.setup_home(&name, uid))
+            {
                 tracing::error!(user = %name, error = %e, "restoring a session user failed");
             }
         }
@@ -165,7 +173,12 @@ impl Users {
             UserInfo {
                 uid,
                 gid: GROUP_ID,
-                home_dir: self.cfg.home_root.join(&name).to_string_lossy().into_owned(),
+                home_dir: self
+                    .cfg
+                    .home_root
+                    .join(&name)
+                    .to_string_lossy()
+                    .into_owned(),
             },
         );
         self.save(&inner).map_err(fail)?;
@@ -217,7 +230,10 @@ impl Users {
     fn ensure_group(&self) -> anyhow::Result<()> {
         let _lock = self.db_lock()?;
         let text = fs::read_to_string(&self.cfg.group_file).unwrap_or_default();
-        if text.lines().any(|l| l.split(':').next() == Some(GROUP_NAME)) {
+        if text
+            .lines()
+            .any(|l| l.split(':').next() == Some(GROUP_NAME))
+        {
             return Ok(());
         }
         let mut new = text;
@@ -245,16 +261,16 @@ impl Users {
             ));
             replace_file(&self.cfg.passwd_file, new.as_bytes(), 0o644)?;
         }
-        if let Ok(shadow) = fs::read_to_string(&self.cfg.shadow_file) {
-            if !shadow.lines().any(|l| l.split(':').next() == Some(name)) {
-                let days = chrono::Utc::now().timestamp() / 86400;
-                let mut new = shadow;
-                if !new.is_empty() && !new.ends_with('\n') {
-                    new.push('\n');
-                }
-                new.push_str(&format!("{name}:!:{days}:0:99999:7:::\n"));
-                replace_file(&self.cfg.shadow_file, new.as_bytes(), 0o640)?;
+        if let Ok(shadow) = fs::read_to_string(&self.cfg.shadow_file)
+            && !shadow.lines().any(|l| l.split(':').next() == Some(name))
+        {
+            let days = chrono::Utc::now().timestamp() / 86400;
+            let mut new = shadow;
+            if !new.is_empty() && !new.ends_with('\n') {
+                new.push('\n');
             }
+            new.push_str(&format!("{name}:!:{days}:0:99999:7:::\n"));
+            replace_file(&self.cfg.shadow_file, new.as_bytes(), 0o640)?;
         }
         Ok(())
     }
@@ -264,10 +280,10 @@ impl Users {
         let home = self.cfg.home_root.join(name);
         fs::create_dir_all(&self.cfg.home_root)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", self.cfg.home_root.display()))?;
-        if let Ok(m) = fs::symlink_metadata(&home) {
-            if !m.is_dir() {
-                move_aside(&home, &m)?;
-            }
+        if let Ok(m) = fs::symlink_metadata(&home)
+            && !m.is_dir()
+        {
+            move_aside(&home, &m)?;
         }
         match fs::create_dir(&home) {
             Ok(()) => {}
@@ -305,10 +321,10 @@ impl Users {
                 .map_err(|e| anyhow::anyhow!("cannot create home {}: {e}", user.home.display()))?;
             adopt_dir(&user.home, user.uid)?;
         }
-        if let Err(e) = fs::create_dir(w) {
-            if !fs::symlink_metadata(w).is_ok_and(|m| m.is_dir()) {
-                anyhow::bail!("cannot create workspace {}: {e}", w.display());
-            }
+        if let Err(e) = fs::create_dir(w)
+            && !fs::symlink_metadata(w).is_ok_and(|m| m.is_dir())
+        {
+            anyhow::bail!("cannot create workspace {}: {e}", w.display());
         }
         adopt_dir(w, user.uid)
     }
@@ -322,7 +338,8 @@ impl Users {
             .mode(0o600)
             .open(dir.join(".pwd.lock"))
             .map_err(|e| anyhow::anyhow!("cannot open the user database lock: {e}"))?;
-        sys::lock_file(f.as_raw_fd()).map_err(|e| anyhow::anyhow!("cannot lock the user database: {e}"))?;
+        sys::lock_file(f.as_raw_fd())
+            .map_err(|e| anyhow::anyhow!("cannot lock the user database: {e}"))?;
         Ok(f)
     }
 
@@ -364,7 +381,8 @@ fn move_aside(path: &Path, meta: &fs::Metadata) -> anyhow::Result<()> {
     } else {
         let mut target = path.as_os_str().to_owned();
         target.push(format!(".{}.moved", chrono::Utc::now().timestamp()));
-        fs::rename(path, &target).map_err(|e| anyhow::anyhow!("cannot move {} aside: {e}", path.display()))
+        fs::rename(path, &target)
+            .map_err(|e| anyhow::anyhow!("cannot move {} aside: {e}", path.display()))
     }
 }
 
@@ -389,7 +407,10 @@ fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> T {
 /// renamed over (a bind-mounted file).
 pub fn replace_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", rand::random::<u32>()));
     let existing = fs::metadata(path).ok();
     let write = || -> std::io::Result<()> {
@@ -409,7 +430,10 @@ pub fn replace_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
     if let Err(e) = write() {
         let _ = fs::remove_file(&tmp);
         if e.raw_os_error() == Some(libc::EBUSY) {
-            let mut f = fs::OpenOptions::new().write(true).truncate(true).open(path)?;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(path)?;
             f.write_all(data)?;
             f.sync_all()?;
             return Ok(());
@@ -432,7 +456,11 @@ mod tests {
         let n = derive_name("user-123", 16);
         assert!(n.starts_with("ship_"));
         assert_eq!(n.len(), 5 + 16);
-        assert!(n[5..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(
+            n[5..]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
         assert_eq!(derive_name("user-123", 26).len(), 31);
         assert!(derive_name("user-123", 26).starts_with(&n));
         assert_ne!(derive_name("user-1234", 16), n);
@@ -459,7 +487,11 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("passwd"), "root:x:0:0::/root:/bin/sh\nold:x:10000:10000::/x:/bin/sh\n").unwrap();
+        fs::write(
+            dir.path().join("passwd"),
+            "root:x:0:0::/root:/bin/sh\nold:x:10000:10000::/x:/bin/sh\n",
+        )
+        .unwrap();
         fs::write(dir.path().join("shadow"), "root:*:1::::::\n").unwrap();
         let cfg = std::sync::Arc::new(test_cfg(dir.path()));
         let users = Users::load(cfg.clone());
@@ -469,10 +501,25 @@ mod tests {
         assert_eq!(b.uid, 10002);
         assert_eq!(a.name, derive_name("session-a", 16));
         let m = fs::metadata(&a.home).unwrap();
-        assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (10001, GROUP_ID, 0o700));
-        assert!(fs::read_to_string(dir.path().join("passwd")).unwrap().contains(&format!("{}:x:10001:9999:", a.name)));
-        assert!(fs::read_to_string(dir.path().join("group")).unwrap().contains("shipyard_users:x:9999:"));
-        assert!(fs::read_to_string(dir.path().join("shadow")).unwrap().contains(&format!("{}:!:", a.name)));
+        assert_eq!(
+            (m.uid(), m.gid(), m.mode() & 0o777),
+            (10001, GROUP_ID, 0o700)
+        );
+        assert!(
+            fs::read_to_string(dir.path().join("passwd"))
+                .unwrap()
+                .contains(&format!("{}:x:10001:9999:", a.name))
+        );
+        assert!(
+            fs::read_to_string(dir.path().join("group"))
+                .unwrap()
+                .contains("shipyard_users:x:9999:")
+        );
+        assert!(
+            fs::read_to_string(dir.path().join("shadow"))
+                .unwrap()
+                .contains(&format!("{}:!:", a.name))
+        );
         // A symlinked workspace is replaced, its target left alone.
         fs::remove_dir(&a.workspace).unwrap();
         std::os::unix::fs::symlink("/etc", &a.workspace).unwrap();
@@ -481,7 +528,11 @@ mod tests {
         // Restore: passwd lost, metadata kept.
         fs::write(dir.path().join("passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
         let users = Users::load(cfg);
-        assert!(fs::read_to_string(dir.path().join("passwd")).unwrap().contains(&format!("{}:x:10002:", b.name)));
+        assert!(
+            fs::read_to_string(dir.path().join("passwd"))
+                .unwrap()
+                .contains(&format!("{}:x:10002:", b.name))
+        );
         assert_eq!(users.lookup("session-b").unwrap().uid, 10002);
         let c = users.ensure("session-c").unwrap();
         assert_eq!(c.uid, 10000, "lowest uid free in passwd and metadata");
@@ -502,6 +553,11 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert!(names.iter().any(|n| n.starts_with("session_users.json.corrupt-")), "{names:?}");
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with("session_users.json.corrupt-")),
+            "{names:?}"
+        );
     }
 }

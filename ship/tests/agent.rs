@@ -32,9 +32,18 @@ async fn misc_routes_and_error_shapes() {
     let r = a.client.put(a.url("/health")).send().await.unwrap();
     assert_eq!(r.status(), 405);
     assert!(r.headers().get("allow").is_some());
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"detail": "Method Not Allowed"}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"detail": "Method Not Allowed"})
+    );
     // Missing session header.
-    let r = a.client.post(a.url("/fs/read_file")).json(&json!({"path": "a"})).send().await.unwrap();
+    let r = a
+        .client
+        .post(a.url("/fs/read_file"))
+        .json(&json!({"path": "a"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["detail"][0]["loc"], json!(["header", "X-SESSION-ID"]));
@@ -44,13 +53,27 @@ async fn misc_routes_and_error_shapes() {
     assert_eq!(s, 422);
     assert_eq!(v["detail"][0]["type"], "value_error");
     // Validation with lax coercion.
-    let (s, v) = a.post("v", "/fs/create_file", json!({"path": "m.txt", "mode": "0o644"})).await;
+    let (s, v) = a
+        .post(
+            "v",
+            "/fs/create_file",
+            json!({"path": "m.txt", "mode": "0o644"}),
+        )
+        .await;
     assert_eq!(s, 422);
     assert_eq!(v["detail"][0]["type"], "int_parsing");
     assert_eq!(v["detail"][0]["loc"], json!(["body", "mode"]));
-    let (s, _) = a.post("v", "/fs/create_file", json!({"path": "m.txt", "mode": "384"})).await;
+    let (s, _) = a
+        .post(
+            "v",
+            "/fs/create_file",
+            json!({"path": "m.txt", "mode": "384"}),
+        )
+        .await;
     assert_eq!(s, 200);
-    let (s, v) = a.post("v", "/fs/list_dir", json!({"show_hidden": "maybe"})).await;
+    let (s, v) = a
+        .post("v", "/fs/list_dir", json!({"show_hidden": "maybe"}))
+        .await;
     assert_eq!(s, 422);
     assert_eq!(v["detail"][0]["type"], "bool_parsing");
     let r = a
@@ -63,19 +86,32 @@ async fn misc_routes_and_error_shapes() {
         .await
         .unwrap();
     assert_eq!(r.status(), 422);
-    assert_eq!(r.json::<Value>().await.unwrap()["detail"][0]["type"], "json_invalid");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["detail"][0]["type"],
+        "json_invalid"
+    );
 }
 
 #[tokio::test]
 async fn auth_token_is_required_when_set() {
-    let Some(a) = start(&[("SHIP_AUTH_TOKEN", "s3cret")]).await else { return };
+    let Some(a) = start(&[("SHIP_AUTH_TOKEN", "s3cret")]).await else {
+        return;
+    };
     let c = &a.client;
     assert_eq!(c.get(a.url("/")).send().await.unwrap().status(), 200);
     assert_eq!(c.get(a.url("/health")).send().await.unwrap().status(), 200);
     let r = c.get(a.url("/stat")).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"detail": "Invalid ship token"}));
-    let r = c.get(a.url("/stat")).bearer_auth("wrong").send().await.unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"detail": "Invalid ship token"})
+    );
+    let r = c
+        .get(a.url("/stat"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let r = c
         .post(a.url("/shell/exec"))
@@ -88,7 +124,10 @@ async fn auth_token_is_required_when_set() {
     // The harness sends the token.
     assert_eq!(a.sh("s", "echo hi").await["stdout"], "hi");
     // Terminal: token in the query.
-    let url = format!("ws://127.0.0.1:{}/term/ws?session_id=s&token=s3cret", a.port);
+    let url = format!(
+        "ws://127.0.0.1:{}/term/ws?session_id=s&token=s3cret",
+        a.port
+    );
     assert!(tokio_tungstenite::connect_async(&url).await.is_ok());
     let url = format!("ws://127.0.0.1:{}/term/ws?session_id=s&token=bad", a.port);
     assert!(tokio_tungstenite::connect_async(&url).await.is_err());
@@ -97,7 +136,9 @@ async fn auth_token_is_required_when_set() {
 #[tokio::test]
 async fn shell_exec_runs_as_the_session_user() {
     let Some(a) = start(&[]).await else { return };
-    let v = a.sh("s1", "id -u; id -G; pwd; echo $HOME; echo err >&2; exit 3").await;
+    let v = a
+        .sh("s1", "id -u; id -G; pwd; echo $HOME; echo err >&2; exit 3")
+        .await;
     assert_eq!(v["success"], false);
     assert_eq!(v["return_code"], 3);
     let out: Vec<&str> = v["stdout"].as_str().unwrap().lines().collect();
@@ -111,19 +152,64 @@ async fn shell_exec_runs_as_the_session_user() {
     // env, cwd and shell:false
     a.sh("s1", "mkdir -p sub/dir").await;
     let (_, v) = a
-        .post("s1", "/shell/exec", json!({"command": "echo $FOO; pwd", "env": {"FOO": "bar"}, "cwd": "sub/dir"}))
+        .post(
+            "s1",
+            "/shell/exec",
+            json!({"command": "echo $FOO; pwd", "env": {"FOO": "bar"}, "cwd": "sub/dir"}),
+        )
         .await;
     assert_eq!(v["success"], true, "{v}");
-    assert!(v["stdout"].as_str().unwrap().starts_with("bar\n") && v["stdout"].as_str().unwrap().ends_with("sub/dir"));
-    let (_, v) = a.post("s1", "/shell/exec", json!({"command": "printf '%s|' 'a b' c", "shell": false})).await;
+    assert!(
+        v["stdout"].as_str().unwrap().starts_with("bar\n")
+            && v["stdout"].as_str().unwrap().ends_with("sub/dir")
+    );
+    let (_, v) = a
+        .post(
+            "s1",
+            "/shell/exec",
+            json!({"command": "printf '%s|' 'a b' c", "shell": false}),
+        )
+        .await;
     assert_eq!(v["stdout"], "a b|c|");
-    let (_, v) = a.post("s1", "/shell/exec", json!({"command": "no-such-program-x", "shell": false})).await;
-    assert!(v["error"].as_str().unwrap().starts_with("Failed to start command"), "{v}");
-    let (_, v) = a.post("s1", "/shell/exec", json!({"command": "ls", "cwd": "/"})).await;
-    assert!(v["error"].as_str().unwrap().starts_with("Access denied: path must be within user workspace: "), "{v}");
-    let (_, v) = a.post("s1", "/shell/exec", json!({"command": "ls", "cwd": "missing"})).await;
+    let (_, v) = a
+        .post(
+            "s1",
+            "/shell/exec",
+            json!({"command": "no-such-program-x", "shell": false}),
+        )
+        .await;
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Failed to start command"),
+        "{v}"
+    );
+    let (_, v) = a
+        .post("s1", "/shell/exec", json!({"command": "ls", "cwd": "/"}))
+        .await;
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Access denied: path must be within user workspace: "),
+        "{v}"
+    );
+    let (_, v) = a
+        .post(
+            "s1",
+            "/shell/exec",
+            json!({"command": "ls", "cwd": "missing"}),
+        )
+        .await;
     assert_eq!(v["error"], "Working directory does not exist: missing");
-    let (_, v) = a.post("s1", "/shell/exec", json!({"command": "ls", "env": {"A-B": "x"}})).await;
+    let (_, v) = a
+        .post(
+            "s1",
+            "/shell/exec",
+            json!({"command": "ls", "env": {"A-B": "x"}}),
+        )
+        .await;
     assert_eq!(v["error"], "Invalid environment variable name: A-B");
     // stdin is /dev/null
     let v = a.sh("s1", "cat; echo done").await;
@@ -135,7 +221,11 @@ async fn shell_timeout_kills_the_whole_group_promptly() {
     let Some(a) = start(&[]).await else { return };
     let t0 = Instant::now();
     let (_, v) = a
-        .post("t", "/shell/exec", json!({"command": "sleep 30 & echo $!; echo partial; sleep 30", "timeout": 1}))
+        .post(
+            "t",
+            "/shell/exec",
+            json!({"command": "sleep 30 & echo $!; echo partial; sleep 30", "timeout": 1}),
+        )
         .await;
     let elapsed = t0.elapsed();
     assert!(elapsed < Duration::from_millis(2500), "took {elapsed:?}");
@@ -163,8 +253,12 @@ async fn response_does_not_wait_for_escaped_pipe_holders() {
 
 #[tokio::test]
 async fn output_is_capped_with_middle_elision() {
-    let Some(a) = start(&[("SHIP_MAX_OUTPUT_BYTES", "100")]).await else { return };
-    let v = a.sh("o", "for i in $(seq 1 1000); do printf x; done; printf END").await;
+    let Some(a) = start(&[("SHIP_MAX_OUTPUT_BYTES", "100")]).await else {
+        return;
+    };
+    let v = a
+        .sh("o", "for i in $(seq 1 1000); do printf x; done; printf END")
+        .await;
     let out = v["stdout"].as_str().unwrap();
     assert_eq!(v["stdout_truncated"], true);
     assert!(out.contains("\n[... 903 bytes omitted ...]\n"), "{out}");
@@ -176,12 +270,19 @@ async fn output_is_capped_with_middle_elision() {
 async fn background_processes_are_registered() {
     let Some(a) = start(&[]).await else { return };
     let (_, v) = a
-        .post("b", "/shell/exec", json!({"command": "echo hi; sleep 0.3; echo bye; exit 2", "background": true}))
+        .post(
+            "b",
+            "/shell/exec",
+            json!({"command": "echo hi; sleep 0.3; echo bye; exit 2", "background": true}),
+        )
         .await;
     assert_eq!(v["success"], true);
     let id = v["process_id"].as_str().unwrap().to_owned();
     assert_eq!(id.len(), 8);
-    assert!(id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
     let mut last = Value::Null;
     for _ in 0..100 {
         let (s, p) = a.get("b", &format!("/shell/process/{id}")).await;
@@ -196,7 +297,13 @@ async fn background_processes_are_registered() {
     assert_eq!(last["return_code"], 2);
     assert_eq!(last["stdout"], "hi\nbye");
     // A long one, killed.
-    let (_, v) = a.post("b", "/shell/exec", json!({"command": "sleep 30", "background": true})).await;
+    let (_, v) = a
+        .post(
+            "b",
+            "/shell/exec",
+            json!({"command": "sleep 30", "background": true}),
+        )
+        .await;
     let id2 = v["process_id"].as_str().unwrap().to_owned();
     let pid = v["pid"].as_i64().unwrap();
     let (_, list) = a.get("b", "/shell/processes").await;
@@ -226,21 +333,45 @@ async fn python_state_persists_and_errors_are_plain_tracebacks() {
     assert_eq!(v["execution_count"], 1);
     assert_eq!(v["kernel_id"], "py");
     assert_eq!(v["output_truncated"], false);
-    let v = a.py("py", "import os\nprint(os.getuid() >= 10000, os.getcwd().endswith('/workspace'))\nx").await;
+    let v = a
+        .py(
+            "py",
+            "import os\nprint(os.getuid() >= 10000, os.getcwd().endswith('/workspace'))\nx",
+        )
+        .await;
     assert_eq!(v["output"]["text"], "True True\n40");
     assert_eq!(v["execution_count"], 2);
-    let v = a.py("py", "def f():\n    return 1 / 0\nprint('before')\nf()").await;
+    let v = a
+        .py("py", "def f():\n    return 1 / 0\nprint('before')\nf()")
+        .await;
     assert_eq!(v["success"], false);
     assert_eq!(v["output"]["text"], "before");
     let err = v["error"].as_str().unwrap();
-    assert!(err.starts_with("Traceback (most recent call last):"), "{err}");
-    assert!(err.ends_with("ZeroDivisionError: division by zero"), "{err}");
+    assert!(
+        err.starts_with("Traceback (most recent call last):"),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("ZeroDivisionError: division by zero"),
+        "{err}"
+    );
     assert!(!err.contains('\u{1b}'));
     let v = a.py("py", "input('name? ')").await;
     assert_eq!(v["success"], false);
-    let (_, v) = a.post("py", "/ipython/exec", json!({"code": "y = 5", "silent": true})).await;
+    let (_, v) = a
+        .post(
+            "py",
+            "/ipython/exec",
+            json!({"code": "y = 5", "silent": true}),
+        )
+        .await;
     assert_eq!(v["execution_count"], Value::Null);
-    let v = a.py("py", "import subprocess; subprocess.run(['echo', 'from child'])\ny").await;
+    let v = a
+        .py(
+            "py",
+            "import subprocess; subprocess.run(['echo', 'from child'])\ny",
+        )
+        .await;
     assert_eq!(v["output"]["text"], "from child\n5");
     let (s, v) = a.get("py", "/ipython/kernel/status").await;
     assert_eq!(s, 200);
@@ -257,7 +388,11 @@ async fn python_timeout_interrupts_then_restarts() {
     a.py("pt", "keep = 1").await;
     let t0 = Instant::now();
     let (_, v) = a
-        .post("pt", "/ipython/exec", json!({"code": "import time\nprint('start')\ntime.sleep(30)", "timeout": 1}))
+        .post(
+            "pt",
+            "/ipython/exec",
+            json!({"code": "import time\nprint('start')\ntime.sleep(30)", "timeout": 1}),
+        )
         .await;
     assert!(t0.elapsed() < Duration::from_secs(3));
     assert_eq!(v["error"], "Code execution timed out after 1 seconds");
@@ -280,7 +415,10 @@ async fn python_timeout_interrupts_then_restarts() {
     assert!(v["error"].as_str().unwrap().contains("NameError"), "{v}");
     // Interpreter death.
     let v = a.py("pt", "import os; os._exit(7)").await;
-    assert_eq!(v["error"], "Python interpreter exited unexpectedly (exit status 7); its state was lost");
+    assert_eq!(
+        v["error"],
+        "Python interpreter exited unexpectedly (exit status 7); its state was lost"
+    );
     assert_eq!(a.py("pt", "1 + 1").await["output"]["text"], "2");
     let (s, _) = a.delete("pt", "/ipython/kernel").await;
     assert_eq!(s, 200);
@@ -293,63 +431,165 @@ async fn python_timeout_interrupts_then_restarts() {
 async fn file_api_routes_and_errors() {
     let Some(a) = start(&[]).await else { return };
     let sid = "files";
-    let (s, v) = a.post(sid, "/fs/create_file", json!({"path": "d/a.txt", "content": "one\r\ntwo\nthree\n"})).await;
+    let (s, v) = a
+        .post(
+            sid,
+            "/fs/create_file",
+            json!({"path": "d/a.txt", "content": "one\r\ntwo\nthree\n"}),
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["message"], "File created: d/a.txt");
     let abs = v["path"].as_str().unwrap().to_owned();
     assert!(abs.ends_with("/workspace/d/a.txt"));
     // Owned by the session user.
-    let uid: u32 = a.sh(sid, "id -u").await["stdout"].as_str().unwrap().parse().unwrap();
+    let uid: u32 = a.sh(sid, "id -u").await["stdout"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let m = std::fs::metadata(&abs).unwrap();
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (uid, 9999, 0o644));
     let m = std::fs::metadata(std::path::Path::new(&abs).parent().unwrap()).unwrap();
     assert_eq!(m.uid(), uid);
-    let (_, v) = a.post(sid, "/fs/read_file", json!({"path": "d/a.txt", "offset": 2, "limit": 1})).await;
+    let (_, v) = a
+        .post(
+            sid,
+            "/fs/read_file",
+            json!({"path": "d/a.txt", "offset": 2, "limit": 1}),
+        )
+        .await;
     assert_eq!(v["content"], "two\n");
     assert_eq!(v["size"], 15);
-    let (_, v) = a.post(sid, "/fs/read_file", json!({"path": "d/a.txt", "offset": "1", "limit": -1})).await;
-    assert_eq!(v["content"], "one\ntwo\n");
-    let (s, v) = a.post(sid, "/fs/read_file", json!({"path": "nope.txt"})).await;
-    assert_eq!((s, v["detail"].as_str().unwrap()), (404, "File not found: nope.txt"));
-    let (s, v) = a.post(sid, "/fs/read_file", json!({"path": "d"})).await;
-    assert_eq!((s, v["detail"].as_str().unwrap()), (400, "Path is not a file: d"));
-    let (s, v) = a.post(sid, "/fs/read_file", json!({"path": "d/a.txt", "encoding": "klingon"})).await;
-    assert_eq!((s, v["detail"].as_str().unwrap()), (400, "Unknown encoding: klingon"));
-    let (_, v) = a.post(sid, "/fs/write_file", json!({"path": "d/a.txt", "content": "four\n", "mode": "a"})).await;
-    assert_eq!(v["size"], 20);
-    let (_, v) = a.post(sid, "/fs/write_file", json!({"path": "w.txt", "content": "x x x"})).await;
-    assert_eq!(v["message"], "File written: w.txt");
-    let (s, v) = a.post(sid, "/fs/edit_file", json!({"path": "w.txt", "old_string": "x", "new_string": "y"})).await;
-    assert_eq!(s, 400);
-    assert_eq!(v["detail"], "'old_string' appears 3 times in file; set replace_all=true to replace all occurrences");
     let (_, v) = a
-        .post(sid, "/fs/edit_file", json!({"path": "w.txt", "old_string": "x", "new_string": "yy", "replace_all": "yes"}))
+        .post(
+            sid,
+            "/fs/read_file",
+            json!({"path": "d/a.txt", "offset": "1", "limit": -1}),
+        )
+        .await;
+    assert_eq!(v["content"], "one\ntwo\n");
+    let (s, v) = a
+        .post(sid, "/fs/read_file", json!({"path": "nope.txt"}))
+        .await;
+    assert_eq!(
+        (s, v["detail"].as_str().unwrap()),
+        (404, "File not found: nope.txt")
+    );
+    let (s, v) = a.post(sid, "/fs/read_file", json!({"path": "d"})).await;
+    assert_eq!(
+        (s, v["detail"].as_str().unwrap()),
+        (400, "Path is not a file: d")
+    );
+    let (s, v) = a
+        .post(
+            sid,
+            "/fs/read_file",
+            json!({"path": "d/a.txt", "encoding": "klingon"}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["detail"].as_str().unwrap()),
+        (400, "Unknown encoding: klingon")
+    );
+    let (_, v) = a
+        .post(
+            sid,
+            "/fs/write_file",
+            json!({"path": "d/a.txt", "content": "four\n", "mode": "a"}),
+        )
+        .await;
+    assert_eq!(v["size"], 20);
+    let (_, v) = a
+        .post(
+            sid,
+            "/fs/write_file",
+            json!({"path": "w.txt", "content": "x x x"}),
+        )
+        .await;
+    assert_eq!(v["message"], "File written: w.txt");
+    let (s, v) = a
+        .post(
+            sid,
+            "/fs/edit_file",
+            json!({"path": "w.txt", "old_string": "x", "new_string": "y"}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        v["detail"],
+        "'old_string' appears 3 times in file; set replace_all=true to replace all occurrences"
+    );
+    let (_, v) = a
+        .post(
+            sid,
+            "/fs/edit_file",
+            json!({"path": "w.txt", "old_string": "x", "new_string": "yy", "replace_all": "yes"}),
+        )
         .await;
     assert_eq!(v["replacements"], 3);
     assert_eq!(v["size"], 8);
-    let (s, v) = a.post(sid, "/fs/edit_file", json!({"path": "w.txt", "old_string": "q", "new_string": "z"})).await;
-    assert_eq!((s, v["detail"].as_str().unwrap()), (400, "'old_string' not found in file"));
-    let (s, _) = a.post(sid, "/fs/edit_file", json!({"path": "w.txt", "old_string": "q", "new_string": "q"})).await;
+    let (s, v) = a
+        .post(
+            sid,
+            "/fs/edit_file",
+            json!({"path": "w.txt", "old_string": "q", "new_string": "z"}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["detail"].as_str().unwrap()),
+        (400, "'old_string' not found in file")
+    );
+    let (s, _) = a
+        .post(
+            sid,
+            "/fs/edit_file",
+            json!({"path": "w.txt", "old_string": "q", "new_string": "q"}),
+        )
+        .await;
     assert_eq!(s, 400);
     let (_, v) = a.post(sid, "/fs/list_dir", json!({})).await;
-    let names: Vec<&str> = v["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["d", "w.txt"]);
     assert_eq!(v["files"][0]["size"], Value::Null);
     assert_eq!(v["files"][1]["size"], 8);
     let (s, _) = a.post(sid, "/fs/list_dir", json!({"path": "w.txt"})).await;
     assert_eq!(s, 400);
     let (s, v) = a.post(sid, "/fs/list_dir", json!({"path": "zz"})).await;
-    assert_eq!((s, v["detail"].as_str().unwrap()), (404, "Directory not found: zz"));
+    assert_eq!(
+        (s, v["detail"].as_str().unwrap()),
+        (404, "Directory not found: zz")
+    );
     let (s, v) = a.post(sid, "/fs/delete_file", json!({"path": "."})).await;
-    assert_eq!((s, v["detail"].as_str().unwrap()), (400, "Cannot delete the workspace root"));
+    assert_eq!(
+        (s, v["detail"].as_str().unwrap()),
+        (400, "Cannot delete the workspace root")
+    );
     let (_, v) = a.post(sid, "/fs/delete_file", json!({"path": "d"})).await;
     assert_eq!(v["message"], "Directory deleted: d");
-    let (_, v) = a.post(sid, "/fs/delete_file", json!({"path": "w.txt"})).await;
+    let (_, v) = a
+        .post(sid, "/fs/delete_file", json!({"path": "w.txt"}))
+        .await;
     assert_eq!(v["message"], "File deleted: w.txt");
-    let (s, v) = a.post(sid, "/fs/delete_file", json!({"path": "w.txt"})).await;
-    assert_eq!((s, v["detail"].as_str().unwrap()), (404, "Path not found: w.txt"));
-    let (s, v) = a.post(sid, "/fs/create_file", json!({"path": "a\u{0}b"})).await;
-    assert_eq!((s, v["detail"].as_str().unwrap()), (400, "Invalid path: contains a NUL character"));
+    let (s, v) = a
+        .post(sid, "/fs/delete_file", json!({"path": "w.txt"}))
+        .await;
+    assert_eq!(
+        (s, v["detail"].as_str().unwrap()),
+        (404, "Path not found: w.txt")
+    );
+    let (s, v) = a
+        .post(sid, "/fs/create_file", json!({"path": "a\u{0}b"}))
+        .await;
+    assert_eq!(
+        (s, v["detail"].as_str().unwrap()),
+        (400, "Invalid path: contains a NUL character")
+    );
 }
 
 #[tokio::test]
@@ -360,13 +600,36 @@ async fn traversal_and_symlink_escapes_are_refused() {
     let (_, v) = a.post(sid, "/fs/list_dir", json!({})).await;
     let w = v["current_path"].as_str().unwrap().to_owned();
     let denied = format!("Access denied: path must be within workspace {w}");
-    for path in ["../x", "/etc/passwd", "etc_link/passwd", "up/.bashrc", "etc_link", "sub/../../x"] {
+    for path in [
+        "../x",
+        "/etc/passwd",
+        "etc_link/passwd",
+        "up/.bashrc",
+        "etc_link",
+        "sub/../../x",
+    ] {
         let (s, v) = a.post(sid, "/fs/read_file", json!({"path": path})).await;
-        assert_eq!((s, v["detail"].as_str().unwrap()), (403, denied.as_str()), "{path}");
+        assert_eq!(
+            (s, v["detail"].as_str().unwrap()),
+            (403, denied.as_str()),
+            "{path}"
+        );
     }
-    let (s, _) = a.post(sid, "/fs/create_file", json!({"path": "etc_link/evil", "content": "x"})).await;
+    let (s, _) = a
+        .post(
+            sid,
+            "/fs/create_file",
+            json!({"path": "etc_link/evil", "content": "x"}),
+        )
+        .await;
     assert_eq!(s, 403);
-    let (s, _) = a.post(sid, "/fs/write_file", json!({"path": "../evil", "content": "x"})).await;
+    let (s, _) = a
+        .post(
+            sid,
+            "/fs/write_file",
+            json!({"path": "../evil", "content": "x"}),
+        )
+        .await;
     assert_eq!(s, 403);
     let r = a
         .client
@@ -376,34 +639,60 @@ async fn traversal_and_symlink_escapes_are_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    let (_, v) = a.post(sid, "/fs/read_file", json!({"path": "ok_link"})).await;
+    let (_, v) = a
+        .post(sid, "/fs/read_file", json!({"path": "ok_link"}))
+        .await;
     assert_eq!(v["content"], "secret\n");
     // Deleting a link removes the link, never the target.
-    let (s, v) = a.post(sid, "/fs/delete_file", json!({"path": "etc_link"})).await;
-    assert_eq!((s, v["message"].as_str().unwrap()), (200, "File deleted: etc_link"));
+    let (s, v) = a
+        .post(sid, "/fs/delete_file", json!({"path": "etc_link"}))
+        .await;
+    assert_eq!(
+        (s, v["message"].as_str().unwrap()),
+        (200, "File deleted: etc_link")
+    );
     assert!(std::path::Path::new("/etc/passwd").exists());
     // A workspace replaced by a symlink is replaced by a fresh directory.
     let home = std::path::Path::new(&w).parent().unwrap().to_owned();
-    a.sh(sid, "cd ~ && mv workspace old && ln -s /etc workspace").await;
+    a.sh(sid, "cd ~ && mv workspace old && ln -s /etc workspace")
+        .await;
     let (s, v) = a.post(sid, "/fs/list_dir", json!({})).await;
     assert_eq!(s, 200);
     assert_eq!(v["files"], json!([]));
-    assert!(std::fs::symlink_metadata(home.join("workspace")).unwrap().is_dir());
+    assert!(
+        std::fs::symlink_metadata(home.join("workspace"))
+            .unwrap()
+            .is_dir()
+    );
 }
 
 #[tokio::test]
 async fn sessions_cannot_read_each_other() {
     let Some(a) = start(&[]).await else { return };
-    let (_, v) = a.post("alice", "/fs/create_file", json!({"path": "secret.txt", "content": "alice only"})).await;
+    let (_, v) = a
+        .post(
+            "alice",
+            "/fs/create_file",
+            json!({"path": "secret.txt", "content": "alice only"}),
+        )
+        .await;
     let alice_file = v["path"].as_str().unwrap().to_owned();
     a.sh("bob", "true").await;
     let v = a.sh("bob", &format!("cat {alice_file}")).await;
     assert_eq!(v["success"], false);
-    assert!(v["stderr"].as_str().unwrap().contains("Permission denied"), "{v}");
-    let (s, _) = a.post("bob", "/fs/read_file", json!({"path": alice_file})).await;
+    assert!(
+        v["stderr"].as_str().unwrap().contains("Permission denied"),
+        "{v}"
+    );
+    let (s, _) = a
+        .post("bob", "/fs/read_file", json!({"path": alice_file}))
+        .await;
     assert_eq!(s, 403);
     let v = a.py("bob", &format!("open({alice_file:?}).read()")).await;
-    assert!(v["error"].as_str().unwrap().contains("PermissionError"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("PermissionError"),
+        "{v}"
+    );
     // Distinct users, private homes.
     let ua = a.sh("alice", "id -u").await["stdout"].clone();
     let ub = a.sh("bob", "id -u").await["stdout"].clone();
@@ -413,8 +702,10 @@ async fn sessions_cannot_read_each_other() {
         assert_eq!(m.mode() & 0o777, 0o700);
     }
     // Mapping persisted.
-    let map: Value =
-        serde_json::from_slice(&std::fs::read(a.dir.path().join("metadata/session_users.json")).unwrap()).unwrap();
+    let map: Value = serde_json::from_slice(
+        &std::fs::read(a.dir.path().join("metadata/session_users.json")).unwrap(),
+    )
+    .unwrap();
     assert!(map["alice"].as_str().unwrap().starts_with("ship_"));
     assert_eq!(map["alice"].as_str().unwrap().len(), 21);
     let passwd = std::fs::read_to_string(a.dir.path().join("passwd")).unwrap();
@@ -429,18 +720,33 @@ async fn upload_and_download_stream_files() {
     for (order, path) in [("path-first", "in/big.bin"), ("file-first", "in/big2.bin")] {
         let part = reqwest::multipart::Part::bytes(data.clone()).file_name("ignored.bin");
         let form = if order == "path-first" {
-            reqwest::multipart::Form::new().text("file_path", path).part("file", part)
+            reqwest::multipart::Form::new()
+                .text("file_path", path)
+                .part("file", part)
         } else {
-            reqwest::multipart::Form::new().part("file", part).text("file_path", path)
+            reqwest::multipart::Form::new()
+                .part("file", part)
+                .text("file_path", path)
         };
-        let r = a.client.post(a.url("/upload")).header("X-SESSION-ID", sid).multipart(form).send().await.unwrap();
+        let r = a
+            .client
+            .post(a.url("/upload"))
+            .header("X-SESSION-ID", sid)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["success"], true, "{v}");
         assert_eq!(v["size"], 3_000_000);
         assert!(v["file_path"].as_str().unwrap().ends_with(path));
     }
-    let uid: u32 = a.sh(sid, "id -u").await["stdout"].as_str().unwrap().parse().unwrap();
+    let uid: u32 = a.sh(sid, "id -u").await["stdout"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let v = a.sh(sid, "ls -A in").await;
     assert_eq!(v["stdout"], "big.bin\nbig2.bin", "no temporary files left");
     let r = a
@@ -453,7 +759,12 @@ async fn upload_and_download_stream_files() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/octet-stream");
     assert_eq!(r.headers()["content-length"], "3000000");
-    assert!(r.headers()["content-disposition"].to_str().unwrap().contains("filename=\"big.bin\""));
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("filename=\"big.bin\"")
+    );
     assert!(r.headers().contains_key("etag"));
     assert_eq!(r.bytes().await.unwrap().as_ref(), data.as_slice());
     let (_, v) = a.post(sid, "/fs/list_dir", json!({"path": "in"})).await;
@@ -472,42 +783,105 @@ async fn upload_and_download_stream_files() {
     assert_eq!(r.headers()["content-range"], "bytes 10-19/3000000");
     assert_eq!(r.bytes().await.unwrap().as_ref(), &data[10..20]);
     // Errors
-    let r = a.client.get(a.url("/download?file_path=none")).header("X-SESSION-ID", sid).send().await.unwrap();
+    let r = a
+        .client
+        .get(a.url("/download?file_path=none"))
+        .header("X-SESSION-ID", sid)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"detail": "File not found"}));
-    let r = a.client.get(a.url("/download?file_path=in")).header("X-SESSION-ID", sid).send().await.unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"detail": "File not found"})
+    );
+    let r = a
+        .client
+        .get(a.url("/download?file_path=in"))
+        .header("X-SESSION-ID", sid)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let r = a.client.get(a.url("/download")).header("X-SESSION-ID", sid).send().await.unwrap();
+    let r = a
+        .client
+        .get(a.url("/download"))
+        .header("X-SESSION-ID", sid)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
     let form = reqwest::multipart::Form::new().text("file_path", "x");
-    let r = a.client.post(a.url("/upload")).header("X-SESSION-ID", sid).multipart(form).send().await.unwrap();
+    let r = a
+        .client
+        .post(a.url("/upload"))
+        .header("X-SESSION-ID", sid)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
-    assert_eq!(r.json::<Value>().await.unwrap()["detail"][0]["loc"], json!(["body", "file"]));
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["detail"][0]["loc"],
+        json!(["body", "file"])
+    );
     let form = reqwest::multipart::Form::new()
         .text("file_path", "../../evil")
         .part("file", reqwest::multipart::Part::bytes(b"x".to_vec()));
-    let r = a.client.post(a.url("/upload")).header("X-SESSION-ID", sid).multipart(form).send().await.unwrap();
+    let r = a
+        .client
+        .post(a.url("/upload"))
+        .header("X-SESSION-ID", sid)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     let form = reqwest::multipart::Form::new()
         .text("file_path", "in")
         .part("file", reqwest::multipart::Part::bytes(b"x".to_vec()));
-    let r = a.client.post(a.url("/upload")).header("X-SESSION-ID", sid).multipart(form).send().await.unwrap();
+    let r = a
+        .client
+        .post(a.url("/upload"))
+        .header("X-SESSION-ID", sid)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v["success"], false, "uploading onto a directory is a soft failure");
+    assert_eq!(
+        v["success"], false,
+        "uploading onto a directory is a soft failure"
+    );
     assert_eq!(v["message"], "File upload failed");
 }
 
-async fn next_text(ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin)) -> Option<Message> {
-    tokio::time::timeout(Duration::from_secs(5), ws.next()).await.ok().flatten().and_then(Result::ok)
+async fn next_text(
+    ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
+) -> Option<Message> {
+    tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .ok()
+        .flatten()
+        .and_then(Result::ok)
 }
 
 #[tokio::test]
 async fn terminal_runs_a_login_shell() {
     let Some(a) = start(&[]).await else { return };
-    let url = format!("ws://127.0.0.1:{}/term/ws?session_id=term&cols=100&rows=30", a.port);
+    let url = format!(
+        "ws://127.0.0.1:{}/term/ws?session_id=term&cols=100&rows=30",
+        a.port
+    );
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    ws.send(Message::Text(r#"{"type":"resize","cols":120,"rows":40}"#.into())).await.unwrap();
-    ws.send(Message::Text("echo $((6*7)) $(id -u); stty size\r".into())).await.unwrap();
+    ws.send(Message::Text(
+        r#"{"type":"resize","cols":120,"rows":40}"#.into(),
+    ))
+    .await
+    .unwrap();
+    ws.send(Message::Text("echo $((6*7)) $(id -u); stty size\r".into()))
+        .await
+        .unwrap();
     let mut seen = String::new();
     while !(seen.contains("42 1") && seen.contains("40 120")) {
         match next_text(&mut ws).await {
@@ -516,7 +890,9 @@ async fn terminal_runs_a_login_shell() {
             None => panic!("terminal output missing: {seen:?}"),
         }
     }
-    ws.send(Message::Binary(b"exit\r".to_vec().into())).await.unwrap();
+    ws.send(Message::Binary(b"exit\r".to_vec().into()))
+        .await
+        .unwrap();
     loop {
         match next_text(&mut ws).await {
             Some(Message::Close(Some(f))) => {
@@ -539,7 +915,9 @@ async fn terminal_runs_a_login_shell() {
 
 #[tokio::test]
 async fn orphans_are_reaped_and_sigterm_shuts_down() {
-    let Some(mut a) = start(&[]).await else { return };
+    let Some(mut a) = start(&[]).await else {
+        return;
+    };
     let agent_pid = a.child.id();
     // Double fork: the sleep is re-parented to the agent (sub-reaper) and exits there.
     a.sh("r", "(sleep 0.2 &) ; true").await;
@@ -556,7 +934,13 @@ async fn orphans_are_reaped_and_sigterm_shuts_down() {
         .collect();
     assert!(zombies.is_empty(), "zombies left: {zombies:?}");
     // SIGTERM: background work is killed, the agent exits 0 promptly.
-    let (_, v) = a.post("r", "/shell/exec", json!({"command": "sleep 60", "background": true})).await;
+    let (_, v) = a
+        .post(
+            "r",
+            "/shell/exec",
+            json!({"command": "sleep 60", "background": true}),
+        )
+        .await;
     let pid = v["pid"].as_i64().unwrap();
     a.py("r", "1").await;
     let t0 = Instant::now();

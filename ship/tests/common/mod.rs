@@ -3,7 +3,6 @@
 //! `SHIP_PASSWD_FILE`, `SHIP_GROUP_FILE`, `SHIP_SHADOW_FILE`). Needs root (to switch users);
 //! tests skip themselves otherwise.
 
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -21,7 +20,10 @@ pub struct Agent {
 
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -70,12 +72,15 @@ pub async fn start(extra_env: &[(&str, &str)]) -> Option<Agent> {
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Ok(r) = agent.client.get(agent.url("/health")).send().await {
-            if r.status() == 200 {
-                break;
-            }
+        if let Ok(r) = agent.client.get(agent.url("/health")).send().await
+            && r.status() == 200
+        {
+            break;
         }
-        assert!(Instant::now() < deadline, "the agent did not become healthy");
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not become healthy"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Some(agent)
@@ -133,20 +138,27 @@ impl Agent {
     }
 
     pub async fn sh(&self, sid: &str, command: &str) -> Value {
-        let (s, v) = self.post(sid, "/shell/exec", json!({ "command": command })).await;
+        let (s, v) = self
+            .post(sid, "/shell/exec", json!({ "command": command }))
+            .await;
         assert_eq!(s, 200, "{v}");
         v
     }
 
     pub async fn py(&self, sid: &str, code: &str) -> Value {
-        let (s, v) = self.post(sid, "/ipython/exec", json!({ "code": code })).await;
+        let (s, v) = self
+            .post(sid, "/ipython/exec", json!({ "code": code }))
+            .await;
         assert_eq!(s, 200, "{v}");
         v
     }
 
     /// Sends SIGTERM and waits for the exit status (at most 10 s).
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(s)) = self.child.try_wait() {
@@ -170,7 +182,11 @@ impl Drop for Agent {
 /// Whether a process exists (and is not a zombie).
 pub fn process_alive(pid: i64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s.rfind(')').and_then(|i| s[i + 1..].split_whitespace().next()) != Some("Z"),
+        Ok(s) => {
+            s.rfind(')')
+                .and_then(|i| s[i + 1..].split_whitespace().next())
+                != Some("Z")
+        }
         Err(_) => false,
     }
 }
