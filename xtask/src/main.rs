@@ -3,6 +3,7 @@
 //! Every command is plain Rust calling `cargo`, `docker` and friends, so that a fresh machine
 //! needs nothing but the toolchain to build, serve and test Bay.
 
+mod bench;
 mod cmd;
 mod serve;
 mod ship_image;
@@ -25,6 +26,8 @@ enum Command {
     Test(test::Args),
     /// Build the ship image (`ship:latest` by default) from local parts only.
     ShipImage(ship_image::Args),
+    /// Measure against baselines taken in the same run (`cargo xtask bench ship`); prints a table.
+    Bench(bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +36,6 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args),
         Command::Test(args) => test::run(args),
         Command::ShipImage(args) => ship_image::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
