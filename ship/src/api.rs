@@ -118,6 +118,8 @@ pub fn session_header(headers: &HeaderMap) -> Result<String, Value> {
 pub struct Body {
     obj: Map<String, Value>,
     pub errors: Vec<Value>,
+    /// The body as a whole was rejected: field errors are not reported.
+    invalid: bool,
 }
 
 fn loc(name: &str) -> Vec<Value> {
@@ -148,6 +150,7 @@ impl Body {
                 t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
             }
         };
+        let before = errors.len();
         let obj = if !json_ct {
             errors.push(entry(
                 "model_attributes_type",
@@ -186,7 +189,12 @@ impl Body {
                 }
             }
         };
-        Ok(Self { obj, errors })
+        let invalid = errors.len() > before;
+        Ok(Self {
+            obj,
+            errors,
+            invalid,
+        })
     }
 
     /// Fails with 422 when any error was collected.
@@ -206,7 +214,9 @@ impl Body {
     pub fn req_str(&mut self, name: &str) -> String {
         match self.get(name).cloned() {
             None => {
-                self.errors.push(missing(loc(name)));
+                if !self.invalid {
+                    self.errors.push(missing(loc(name)));
+                }
                 String::new()
             }
             Some(v) => self.string_value(name, v).unwrap_or_default(),
