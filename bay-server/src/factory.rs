@@ -39,12 +39,11 @@ pub fn build_driver(config: &Config) -> Result<Arc<dyn ContainerDriver>, Factory
 
 #[cfg(feature = "docker")]
 fn docker(config: &Config) -> Result<Arc<dyn ContainerDriver>, FactoryError> {
-    let driver = bay_driver_docker::DockerDriver::from_config(config).map_err(|e| {
-        FactoryError::Setup {
+    let driver =
+        bay_driver_docker::DockerDriver::from_config(config).map_err(|e| FactoryError::Setup {
             driver: config.container_driver.as_str(),
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     Ok(Arc::new(driver))
 }
 
