@@ -157,22 +157,34 @@ def _flush_figures():
 
 
 def _install_backend():
-    mod = types.ModuleType("ship_inline_backend")
+    import importlib.abc
+    import importlib.util
 
-    def __getattr__(name):
-        from matplotlib.backends import backend_agg
-        if name == "FigureCanvas":
-            return backend_agg.FigureCanvasAgg
-        if name == "FigureManager":
-            return backend_agg.FigureManager
-        raise AttributeError(name)
+    class _Loader(importlib.abc.Loader):
+        def create_module(self, spec):
+            return None
 
-    def show(*args, **kwargs):
-        _flush_figures()
+        def exec_module(self, mod):
+            from matplotlib.backend_bases import FigureManagerBase
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    mod.__getattr__ = __getattr__
-    mod.show = show
-    sys.modules["ship_inline_backend"] = mod
+            class FigureCanvasShip(FigureCanvasAgg):
+                manager_class = FigureManagerBase
+
+            def show(*args, **kwargs):
+                _flush_figures()
+
+            mod.FigureCanvas = FigureCanvasShip
+            mod.FigureManager = FigureManagerBase
+            mod.show = show
+
+    class _Finder(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "ship_inline_backend":
+                return importlib.util.spec_from_loader(name, _Loader())
+            return None
+
+    sys.meta_path.insert(0, _Finder())
     os.environ["MPLBACKEND"] = "module://ship_inline_backend"
     warnings.filterwarnings("ignore", category=UserWarning, module="matplotlib")
     warnings.filterwarnings("ignore", category=UserWarning, module=r"matplotlib\..*")

@@ -317,6 +317,7 @@ impl Users {
             Err(_) => {}
         }
         if fs::symlink_metadata(&user.home).is_err() {
+            let _ = fs::create_dir_all(&self.cfg.home_root);
             fs::create_dir(&user.home)
                 .map_err(|e| anyhow::anyhow!("cannot create home {}: {e}", user.home.display()))?;
             adopt_dir(&user.home, user.uid)?;

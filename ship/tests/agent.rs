@@ -950,3 +950,58 @@ async fn orphans_are_reaped_and_sigterm_shuts_down() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!process_alive(pid));
 }
+
+/// IPython engine and matplotlib figures: runs only when `SHIP_TEST_IPYTHON_PYTHON` names an
+/// interpreter with IPython and matplotlib that session users can execute (e.g. a venv made
+/// with `/usr/bin/python3 -m venv`).
+#[tokio::test]
+async fn ipython_engine_and_figures() {
+    let Ok(python) = std::env::var("SHIP_TEST_IPYTHON_PYTHON") else {
+        eprintln!("skipping: SHIP_TEST_IPYTHON_PYTHON is not set");
+        return;
+    };
+    let Some(a) = start(&[("SHIP_PYTHON", &python)]).await else {
+        return;
+    };
+    let v = a.py("ip", "x = 2\n!echo shell\nx * 21").await;
+    assert_eq!(v["success"], true, "{v}");
+    assert!(v["output"]["text"].as_str().unwrap().ends_with("42"), "{v}");
+    assert_eq!(v["execution_count"], 1);
+    let v = a.py("ip", "%pwd").await;
+    assert!(
+        v["output"]["text"]
+            .as_str()
+            .unwrap()
+            .ends_with("/workspace'"),
+        "{v}"
+    );
+    let v = a.py("ip", "1/0").await;
+    let err = v["error"].as_str().unwrap();
+    assert!(
+        err.contains("ZeroDivisionError") && !err.contains('\u{1b}'),
+        "{err}"
+    );
+    let v = a
+        .py("ip", "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\nplt.figure()\nplt.plot([2, 1])\nprint(len(plt.get_fignums()))")
+        .await;
+    assert_eq!(v["success"], true, "{v}");
+    let images = v["output"]["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2, "one from show(), one left open");
+    assert!(
+        images[0]["image/png"]
+            .as_str()
+            .unwrap()
+            .starts_with("iVBORw0KGgo")
+    );
+    assert_eq!(v["output"]["text"], "1");
+    let v = a
+        .py(
+            "ip",
+            "import matplotlib.pyplot as plt\nlen(plt.get_fignums())",
+        )
+        .await;
+    assert_eq!(
+        v["output"]["text"], "0",
+        "figures are closed after the cell"
+    );
+}
