@@ -107,7 +107,11 @@ impl DockerDriver {
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
         }
-        let docker = Docker::connect_with_defaults()
+        let connected = match self.settings.docker_host.as_deref() {
+            Some(host) => Docker::connect_with_host(host),
+            None => Docker::connect_with_defaults(),
+        };
+        let docker = connected
             .map_err(|e| {
                 DriverError::Unavailable(format!(
                     "cannot connect to docker: {}",
@@ -264,12 +268,16 @@ impl DockerDriver {
         }
     }
 
-    /// Removes a host data directory with the help of a root container (files owned by session
-    /// users that Bay itself may not remove).
-    async fn remove_dir_with_helper(&self, docker: &Docker, ship_id: &str) -> DriverResult<()> {
+    /// Empties a ship's host data directories (`<dir>/<id>/home` and `<dir>/<id>/metadata`)
+    /// with a short-lived helper container that runs the ship image as root with the directory
+    /// mounted. [`ContainerDriver::delete_ship_data`] falls back to it when Bay cannot remove
+    /// files that session users own; it is public for operators and tests. Does nothing with
+    /// named volumes.
+    pub async fn remove_host_data_with_helper(&self, ship_id: &str) -> DriverResult<()> {
         let DataLayout::HostDirs { host, .. } = &self.settings.data else {
             return Ok(());
         };
+        let docker = self.client().await?;
         let host_root = host.join(ship_id);
         let mut labels = self.labels(None);
         labels.insert(LABEL_HELPER.to_owned(), "rm-ship-data".to_owned());
@@ -789,8 +797,7 @@ impl ContainerDriver for DockerDriver {
                     Err(e) => {
                         info!(ship.id = %ship_id, dir = %dir.display(), error = %e,
                             "cannot remove the ship data directory myself; using a helper container");
-                        let docker = self.client().await?;
-                        self.remove_dir_with_helper(&docker, ship_id).await?;
+                        self.remove_host_data_with_helper(ship_id).await?;
                         let d = dir.clone();
                         tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&d) {
                             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -62,6 +62,9 @@ pub struct DockerSettings {
     pub pids_limit: i64,
     /// Timeout of one request to the engine.
     pub request_timeout: Duration,
+    /// The engine endpoint (`unix:///…`, `tcp://…`); `None` = bollard's defaults, which honour
+    /// `DOCKER_HOST` and fall back to `/var/run/docker.sock`.
+    pub docker_host: Option<String>,
     /// Extra labels put on everything the driver creates (containers, volumes, networks,
     /// helper containers), besides `bay.managed` and `bay.ship-id`.
     pub extra_labels: BTreeMap<String, String>,
@@ -99,6 +102,7 @@ impl DockerSettings {
             stop_timeout: Duration::from_secs(5),
             pids_limit: 512,
             request_timeout: Duration::from_secs(120),
+            docker_host: None,
             extra_labels: BTreeMap::new(),
         })
     }

@@ -1,0 +1,674 @@
+//! Integration tests of the Docker driver against the real Docker Engine and the real ship
+//! image (`ship:latest`, built by `cargo xtask ship-image`), through `ShipService`.
+//!
+//! Every resource carries the labels `bay.test=docker-driver` and `bay.test-run=<run>`; each
+//! test uses its own network `bay-test-<run>` and removes what it made, even on failure.
+
+mod harness;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bay_core::driver::{ContainerDriver, DriverError, ShipContainerRequest};
+use bay_core::model::{EffectiveSpec, ShipStatus, SpecRequest};
+use bay_core::service::CreateShip;
+use bay_driver_docker::{CAPABILITIES, DockerSettings, volume_names};
+use bytes::Bytes;
+use futures::StreamExt;
+use harness::{Bay, Run, eventually};
+use serde_json::{Value, json};
+
+async fn shell(bay: &Bay, ship: &str, session: &str, command: &str) -> Value {
+    let data = bay
+        .service
+        .exec(
+            ship,
+            session,
+            "shell/exec",
+            Some(json!({ "command": command })),
+        )
+        .await
+        .expect("shell/exec answers");
+    assert_eq!(data["success"], json!(true), "shell {command:?}: {data}");
+    data
+}
+
+async fn download(bay: &Bay, ship: &str, session: &str, path: &str) -> Vec<u8> {
+    let download = bay
+        .service
+        .download(ship, session, path)
+        .await
+        .expect("download starts");
+    let mut bytes = Vec::new();
+    let mut stream = download.stream;
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.expect("download chunk"));
+    }
+    bytes
+}
+
+fn ten_megabytes() -> Vec<u8> {
+    (0..10 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+/// Host mode, end to end: create, exec (shell and Python), 10 MB upload and download, logs,
+/// soft delete, the same session back on the same ship with its files, permanent delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn host_mode_lifecycle_keeps_data_across_restore_and_deletes_it_permanently() {
+    let run = Run::new();
+    let bay = run.bay("docker-host", &[]).await;
+    let session = format!("session-{}", run.id);
+
+    let ship = bay
+        .service
+        .create_ship(&session, CreateShip::with_ttl(600))
+        .await
+        .expect("create a ship");
+    assert_eq!(ship.status, ShipStatus::Running);
+    let cid = ship.container_id.clone().expect("container id");
+    let address = ship.ip_address.clone().expect("address");
+    assert!(address.starts_with("127.0.0.1:"), "{address}");
+
+    // Container identity.
+    let inspect = bay.inspect(&cid).await;
+    assert_eq!(
+        inspect.name.as_deref(),
+        Some(&*format!("/ship-{}", ship.id))
+    );
+    let labels = inspect
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default();
+    assert_eq!(labels.get("bay.managed").map(String::as_str), Some("true"));
+    assert_eq!(labels.get("bay.ship-id"), Some(&ship.id));
+    let env = inspect
+        .config
+        .as_ref()
+        .and_then(|c| c.env.clone())
+        .unwrap_or_default();
+    assert!(env.iter().any(|e| e == &format!("SHIP_ID={}", ship.id)));
+    assert!(
+        env.iter()
+            .any(|e| e.starts_with("SHIP_AUTH_TOKEN=") && e.len() > 30)
+    );
+    assert!(env.iter().any(|e| e == "TTL=600"));
+
+    // Host mode: published on 127.0.0.1 only.
+    let ports = inspect
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.ports.clone())
+        .unwrap_or_default();
+    let bindings = ports
+        .get("8123/tcp")
+        .cloned()
+        .flatten()
+        .expect("agent port published");
+    assert!(!bindings.is_empty());
+    for b in &bindings {
+        assert_eq!(b.host_ip.as_deref(), Some("127.0.0.1"), "{bindings:?}");
+    }
+    let host_port = address.rsplit(':').next().unwrap().to_owned();
+    // The port does not answer on the host's other addresses (the network's gateway here).
+    let gateway = inspect
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .and_then(|n| n.get(&run.network))
+        .and_then(|e| e.gateway.clone())
+        .expect("ship attached to the run's network");
+    let outside = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::net::TcpStream::connect(format!("{gateway}:{host_port}")),
+    )
+    .await;
+    assert!(
+        !matches!(outside, Ok(Ok(_))),
+        "the agent port answers on {gateway}:{host_port}"
+    );
+
+    // Shell and Python.
+    let out = shell(
+        &bay,
+        &ship.id,
+        &session,
+        "echo hello > note.txt && id -u && pwd",
+    )
+    .await;
+    let stdout = out["stdout"].as_str().unwrap_or_default();
+    assert!(
+        stdout.starts_with("10000\n"),
+        "session code never runs as root: {out}"
+    );
+    let py = bay
+        .service
+        .exec(
+            &ship.id,
+            &session,
+            "ipython/exec",
+            Some(json!({ "code": "import os\nprint(6 * 7, os.getuid())" })),
+        )
+        .await
+        .expect("ipython/exec answers");
+    assert_eq!(py["success"], json!(true), "{py}");
+    assert_eq!(py["output"]["text"], json!("42 10000"), "{py}");
+
+    // 10 MB upload and download.
+    let payload = ten_megabytes();
+    let chunks: Vec<std::io::Result<Bytes>> = payload
+        .chunks(256 * 1024)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let uploaded = bay
+        .service
+        .upload(
+            &ship.id,
+            &session,
+            "data/big.bin",
+            futures::stream::iter(chunks),
+            Some(payload.len() as u64),
+            true,
+        )
+        .await
+        .expect("upload");
+    assert_eq!(uploaded["success"], json!(true), "{uploaded}");
+    assert_eq!(uploaded["size"], json!(payload.len()), "{uploaded}");
+    let back = download(&bay, &ship.id, &session, "data/big.bin").await;
+    assert!(
+        back == payload,
+        "the downloaded file differs from the uploaded one"
+    );
+
+    // Logs: the agent's start-up line, bounded by tail.
+    let logs = bay.service.ship_logs(&ship.id, 1000).await.expect("logs");
+    assert!(logs.contains("listening"), "{logs:?}");
+    let one = bay.service.ship_logs(&ship.id, 1).await.expect("logs");
+    assert!(one.lines().count() <= 1, "{one:?}");
+
+    // Soft delete: container gone, volumes kept.
+    bay.service.stop_ship(&ship.id).await.expect("soft delete");
+    assert!(
+        !bay.container_exists(&cid).await,
+        "container removed on stop"
+    );
+    for v in volume_names(&ship.id) {
+        assert!(bay.volume_exists(&v).await, "volume {v} kept on stop");
+    }
+    assert!(bay.driver.ship_data_exists(&ship.id).await.unwrap());
+
+    // The same session comes back to the same ship, with its files.
+    let again = bay
+        .service
+        .create_ship(&session, CreateShip::with_ttl(600))
+        .await
+        .expect("restore");
+    assert_eq!(again.id, ship.id, "the session gets its ship back");
+    assert_ne!(again.container_id, ship.container_id, "a new container");
+    let out = shell(&bay, &ship.id, &session, "cat note.txt").await;
+    assert_eq!(out["stdout"], json!("hello"), "{out}");
+    let back = download(&bay, &ship.id, &session, "data/big.bin").await;
+    assert!(back == payload, "the file survived the restore");
+
+    // Permanent delete: container and volumes removed.
+    let cid2 = again.container_id.clone().unwrap();
+    bay.service
+        .delete_ship(&ship.id)
+        .await
+        .expect("permanent delete");
+    assert!(!bay.container_exists(&cid2).await);
+    for v in volume_names(&ship.id) {
+        assert!(!bay.volume_exists(&v).await, "volume {v} removed");
+    }
+    assert!(!bay.driver.ship_data_exists(&ship.id).await.unwrap());
+    assert!(run.containers(false).is_empty(), "nothing left of the run");
+    bay.service.shutdown().await;
+}
+
+/// Resource limits and hardening as the engine reports them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_and_hardening_are_visible_in_docker_inspect() {
+    let run = Run::new();
+    let bay = run.bay("docker-host", &[]).await;
+
+    let mut req = CreateShip::with_ttl(300);
+    req.spec = SpecRequest {
+        cpus: Some(0.5),
+        memory_bytes: Some(256 << 20),
+        disk_bytes: Some(1 << 30),
+    };
+    let ship = bay
+        .service
+        .create_ship(&format!("limits-{}", run.id), req)
+        .await
+        .expect("create with a spec");
+    let hc = bay
+        .inspect(ship.container_id.as_deref().unwrap())
+        .await
+        .host_config
+        .expect("host config");
+    assert_eq!(hc.nano_cpus, Some(500_000_000));
+    assert_eq!(hc.memory, Some(256 << 20));
+    assert_eq!(hc.memory_swap, Some(256 << 20));
+    assert_eq!(hc.pids_limit, Some(512));
+    assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
+    let mut added = hc.cap_add.clone().unwrap_or_default();
+    added.sort();
+    let mut expected: Vec<String> = CAPABILITIES.iter().map(|c| (*c).to_owned()).collect();
+    expected.sort();
+    assert_eq!(added, expected);
+    assert_eq!(hc.privileged, Some(false));
+    assert!(
+        hc.security_opt
+            .unwrap_or_default()
+            .iter()
+            .any(|o| o.starts_with("no-new-privileges")),
+        "no-new-privileges set"
+    );
+    // The disk quota is applied only where the storage driver supports it.
+    let info = bay.docker().await.info().await.expect("docker info");
+    let backing = info
+        .driver_status
+        .unwrap_or_default()
+        .into_iter()
+        .find(|kv| kv.first().is_some_and(|k| k == "Backing Filesystem"))
+        .and_then(|kv| kv.get(1).cloned());
+    if info.driver.as_deref() == Some("overlay2") && backing.as_deref() == Some("xfs") {
+        assert_eq!(
+            hc.storage_opt.unwrap_or_default().get("size"),
+            Some(&(1u64 << 30).to_string())
+        );
+    } else {
+        assert_eq!(hc.storage_opt, None, "no quota on {:?}", info.driver);
+    }
+
+    // Without a spec the configured defaults apply (1 CPU, 512 MiB).
+    let plain = bay
+        .service
+        .create_ship(&format!("defaults-{}", run.id), CreateShip::with_ttl(300))
+        .await
+        .expect("create with defaults");
+    let hc = bay
+        .inspect(plain.container_id.as_deref().unwrap())
+        .await
+        .host_config
+        .unwrap();
+    assert_eq!(hc.nano_cpus, Some(1_000_000_000));
+    assert_eq!(hc.memory, Some(512 << 20));
+
+    // Inside: the session user has no capabilities at all.
+    let out = shell(
+        &bay,
+        &plain.id,
+        &format!("defaults-{}", run.id),
+        "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status",
+    )
+    .await;
+    let text = out["stdout"].as_str().unwrap_or_default();
+    assert!(text.contains("CapEff:\t0000000000000000"), "{text}");
+    assert!(text.contains("NoNewPrivs:\t1"), "{text}");
+
+    for id in [&ship.id, &plain.id] {
+        bay.service.delete_ship(id).await.expect("delete");
+    }
+    assert!(run.containers(false).is_empty());
+    assert!(run.volumes().is_empty());
+    bay.service.shutdown().await;
+}
+
+/// Network mode: nothing published; the ship answers on its IP on DOCKER_NETWORK (which the
+/// driver created), and refuses calls without its token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_mode_ships_are_reached_by_container_ip() {
+    let run = Run::new();
+    let bay = run.bay("docker", &[]).await;
+    let net = bay
+        .docker()
+        .await
+        .inspect_network(&run.network, None)
+        .await
+        .expect("the driver created the network");
+    assert_eq!(net.driver.as_deref(), Some("bridge"));
+
+    let session = format!("net-{}", run.id);
+    let ship = bay
+        .service
+        .create_ship(&session, CreateShip::with_ttl(300))
+        .await
+        .expect("create");
+    let ip = ship.ip_address.clone().unwrap();
+    assert!(ip.parse::<std::net::IpAddr>().is_ok(), "a bare IP: {ip}");
+    let inspect = bay.inspect(ship.container_id.as_deref().unwrap()).await;
+    let published = inspect
+        .host_config
+        .and_then(|h| h.port_bindings)
+        .unwrap_or_default();
+    assert!(published.is_empty(), "nothing published: {published:?}");
+    let on_net = inspect
+        .network_settings
+        .and_then(|n| n.networks)
+        .and_then(|n| n.get(&run.network).cloned())
+        .and_then(|e| e.ip_address);
+    assert_eq!(on_net.as_deref(), Some(ip.as_str()));
+
+    let http = reqwest::Client::new();
+    let health = http
+        .get(format!("http://{ip}:8123/health"))
+        .send()
+        .await
+        .expect("the host reaches the bridge IP");
+    assert_eq!(health.status(), 200);
+    let refused = http
+        .post(format!("http://{ip}:8123/shell/exec"))
+        .header("X-SESSION-ID", "intruder")
+        .json(&json!({"command": "id"}))
+        .send()
+        .await
+        .expect("answer");
+    assert!(
+        refused.status() == 401 || refused.status() == 403,
+        "calls without the ship token are refused: {}",
+        refused.status()
+    );
+    let out = shell(&bay, &ship.id, &session, "echo via-network").await;
+    assert_eq!(out["stdout"], json!("via-network"));
+
+    bay.service.delete_ship(&ship.id).await.expect("delete");
+    assert!(run.containers(false).is_empty());
+    bay.service.shutdown().await;
+}
+
+/// SHIP_DATA_DIR: host directories (0700 root, 0755 home, 0700 metadata), data kept across a
+/// restore, removed by a permanent delete; the helper container removes files of session users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_directories_hold_ship_data() {
+    use std::os::unix::fs::PermissionsExt;
+    let run = Run::new();
+    let data = run.dir.path().join("ships");
+    let data_str = data.display().to_string();
+    let bay = run
+        .bay("docker-host", &[("SHIP_DATA_DIR", data_str.as_str())])
+        .await;
+    let session = format!("dirs-{}", run.id);
+    let ship = bay
+        .service
+        .create_ship(&session, CreateShip::with_ttl(300))
+        .await
+        .expect("create");
+    let root = data.join(&ship.id);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&root), 0o700);
+    assert_eq!(mode(&root.join("home")), 0o755);
+    assert_eq!(mode(&root.join("metadata")), 0o700);
+    assert!(run.volumes().is_empty(), "no volumes with SHIP_DATA_DIR");
+
+    shell(&bay, &ship.id, &session, "echo kept > kept.txt").await;
+    let users = std::fs::read_to_string(root.join("metadata/session_users.json"))
+        .expect("the agent's metadata lands in the host directory");
+    assert!(users.contains(&session), "{users}");
+
+    bay.service.stop_ship(&ship.id).await.expect("stop");
+    assert!(bay.driver.ship_data_exists(&ship.id).await.unwrap());
+    let again = bay
+        .service
+        .create_ship(&session, CreateShip::with_ttl(300))
+        .await
+        .expect("restore");
+    assert_eq!(again.id, ship.id);
+    let out = shell(&bay, &ship.id, &session, "cat kept.txt").await;
+    assert_eq!(out["stdout"], json!("kept"));
+
+    // The helper container empties the directories as root.
+    bay.service.stop_ship(&ship.id).await.expect("stop");
+    bay.driver
+        .remove_host_data_with_helper(&ship.id)
+        .await
+        .expect("helper container");
+    assert!(!root.join("home").exists() && !root.join("metadata").exists());
+    let helpers = run.containers(false);
+    assert!(helpers.is_empty(), "helper container removed: {helpers:?}");
+
+    bay.service.delete_ship(&ship.id).await.expect("delete");
+    assert!(!root.exists(), "ship data directory removed");
+    assert!(!bay.driver.ship_data_exists(&ship.id).await.unwrap());
+    bay.service.shutdown().await;
+}
+
+/// Typed errors: not found, tolerated stop and data removal, missing image, dead engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_typed_and_a_missing_image_is_explained() {
+    let run = Run::new();
+    let config = run.config("docker-host", &[]);
+    let driver = run.driver(&config);
+    driver.initialize().await.expect("initialise");
+    let missing = format!("ship-{}-nope", run.id);
+    assert!(matches!(
+        driver.is_container_running(&missing).await,
+        Err(DriverError::NotFound(_))
+    ));
+    assert!(matches!(
+        driver.get_container_logs(&missing, 10).await,
+        Err(DriverError::NotFound(_))
+    ));
+    driver
+        .stop_ship_container(&missing)
+        .await
+        .expect("stopping a missing container is fine");
+    driver
+        .delete_ship_data(&missing)
+        .await
+        .expect("deleting missing data is fine");
+    assert!(!driver.ship_data_exists(&missing).await.unwrap());
+
+    // A missing image: the driver says so and how to build it, and leaves no container.
+    let image = format!("bay-test-missing-{}:none", run.id);
+    let config = run.config("docker-host", &[("DOCKER_IMAGE", image.as_str())]);
+    let no_image = run.driver(&config);
+    let req = ShipContainerRequest {
+        ship_id: format!("noimage-{}", run.id),
+        spec: EffectiveSpec::default(),
+        auth_token: "t".into(),
+        ttl: 60,
+    };
+    let err = no_image
+        .create_ship_container(&req)
+        .await
+        .expect_err("no image");
+    assert!(matches!(err, DriverError::ImageMissing(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&image) && text.contains("cargo xtask ship-image"),
+        "{text}"
+    );
+    assert!(run.containers(false).is_empty());
+    no_image.delete_ship_data(&req.ship_id).await.unwrap();
+
+    // Through the service: the create fails with the reason and leaves nothing behind.
+    let bay = run
+        .bay("docker-host", &[("DOCKER_IMAGE", image.as_str())])
+        .await;
+    let err = bay
+        .service
+        .create_ship(&format!("noimage-{}", run.id), CreateShip::with_ttl(60))
+        .await
+        .expect_err("create without image");
+    assert!(err.to_string().contains("cargo xtask ship-image"), "{err}");
+    assert!(bay.service.list_ships().await.unwrap().is_empty());
+    assert!(run.containers(false).is_empty());
+    assert!(
+        run.volumes().is_empty(),
+        "volumes of the failed create removed"
+    );
+    bay.service.shutdown().await;
+
+    // An engine that does not answer is Unavailable (transient), never NotFound.
+    for host in ["unix:///nonexistent/docker.sock", "tcp://127.0.0.1:1"] {
+        let mut settings = DockerSettings::from_config(&run.config("docker", &[])).unwrap();
+        settings.docker_host = Some(host.to_owned());
+        let dead = bay_driver_docker::DockerDriver::new(settings);
+        let err = dead.is_container_running("x").await.expect_err("no engine");
+        assert!(err.is_transient(), "{host}: {err:?}");
+        let err = dead.initialize().await.expect_err("no engine");
+        assert!(err.is_transient(), "{host}: {err:?}");
+    }
+}
+
+/// 20 concurrent creates all succeed; every container belongs to its ship; nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_creates_succeed_without_orphans() {
+    let run = Run::new();
+    let bay = run
+        .bay("docker-host", &[("SHIP_HEALTH_CHECK_TIMEOUT", "120")])
+        .await;
+    let creates = (0..20).map(|i| {
+        let service = bay.service.clone();
+        let session = format!("many-{}-{i}", run.id);
+        async move {
+            service
+                .create_ship(&session, CreateShip::with_ttl(300))
+                .await
+        }
+    });
+    let results = futures::future::join_all(creates).await;
+    let mut ships = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        ships.push(r.unwrap_or_else(|e| panic!("create {i} failed: {e}")));
+    }
+    let ids: HashSet<_> = ships.iter().map(|s| s.id.clone()).collect();
+    assert_eq!(ids.len(), 20, "20 distinct ships");
+    let expected: HashSet<String> = ships
+        .iter()
+        .map(|s| s.container_id.clone().unwrap())
+        .collect();
+    let actual: HashSet<String> = run.containers(true).into_iter().collect();
+    assert_eq!(actual, expected, "one container per ship, no orphan");
+    let managed = bay.driver.list_managed().await.expect("list");
+    for s in &ships {
+        let m = managed
+            .iter()
+            .find(|m| Some(&m.container_id) == s.container_id.as_ref())
+            .expect("listed as managed");
+        assert!(m.running && m.ship_id == s.id);
+    }
+    let ports: HashSet<_> = ships.iter().map(|s| s.ip_address.clone()).collect();
+    assert_eq!(ports.len(), 20, "distinct host ports");
+
+    let deletes = ships.iter().map(|s| bay.service.delete_ship(&s.id));
+    for r in futures::future::join_all(deletes).await {
+        r.expect("delete");
+    }
+    assert!(run.containers(false).is_empty(), "no container left");
+    assert!(run.volumes().is_empty(), "no volume left");
+    bay.service.shutdown().await;
+}
+
+/// A Bay killed with SIGKILL in the middle of creates leaves, after a restart on the same
+/// database, no orphan container and no ship stuck in Creating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_creates_leaves_no_orphans_after_restart() {
+    use std::io::{BufRead, BufReader};
+    let run = Run::new();
+    let binary = harness::create_loop_binary();
+    let mut cmd = std::process::Command::new(&binary);
+    cmd.current_dir(run.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped());
+    if let Ok(host) = std::env::var("DOCKER_HOST") {
+        cmd.env("DOCKER_HOST", host);
+    }
+    for (k, v) in run.pairs("docker-host", &[]) {
+        cmd.env(k, v);
+    }
+    for (k, v) in &run.labels {
+        cmd.arg(format!("{k}={v}"));
+    }
+    let mut child = cmd.spawn().expect("start create_loop");
+    let stdout = child.stdout.take().unwrap();
+    // Wait for a few ships to be ready (creates keep going on three workers), then kill.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut created = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while created < 3 && std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_secs(1))
+            && line.starts_with("created ")
+        {
+            created += 1;
+        }
+    }
+    assert!(
+        created >= 3,
+        "the create loop made {created} ships in 120 s"
+    );
+    // In the middle of the next creates.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    child.kill().expect("SIGKILL");
+    let status = child.wait().expect("reap");
+    assert!(!status.success());
+    // Let the engine finish requests that were in flight.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let left_by_the_crash = run.containers(true).len();
+    eprintln!(
+        "killed after {created} ready ships (and more in flight); {left_by_the_crash} ship containers exist"
+    );
+
+    let bay = run.bay("docker-host", &[]).await;
+    let overview = bay.service.overview().await.unwrap();
+    assert_eq!(overview.ships.creating, 0, "no ship stuck in Creating");
+    let ships = bay.service.list_ships().await.unwrap();
+    assert!(ships.len() >= 3, "the ready ships are still recorded");
+    let owned: HashSet<String> = ships
+        .iter()
+        .filter(|s| s.status == ShipStatus::Running)
+        .filter_map(|s| s.container_id.clone())
+        .collect();
+    let containers: HashSet<String> = run.containers(true).into_iter().collect();
+    assert_eq!(
+        containers, owned,
+        "every ship container belongs to a running ship"
+    );
+    // Volumes belong to recorded ships only.
+    let known: HashSet<String> = ships.iter().map(|s| s.id.clone()).collect();
+    for v in run.volumes() {
+        let id = v
+            .strip_prefix("ship-")
+            .and_then(|v| {
+                v.strip_suffix("-home")
+                    .or_else(|| v.strip_suffix("-metadata"))
+            })
+            .unwrap_or_default()
+            .to_owned();
+        assert!(known.contains(&id), "volume {v} of an unknown ship");
+    }
+    // The recovered ships still work.
+    let running: Vec<_> = ships
+        .iter()
+        .filter(|s| s.status == ShipStatus::Running)
+        .collect();
+    assert!(!running.is_empty());
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            bay.driver
+                .is_container_running(running[0].container_id.as_deref().unwrap())
+                .await
+                .unwrap_or(false)
+        })
+        .await
+    );
+    for s in &ships {
+        bay.service.delete_ship(&s.id).await.expect("delete");
+    }
+    assert!(run.containers(false).is_empty());
+    assert!(run.volumes().is_empty());
+    bay.service.shutdown().await;
+}
