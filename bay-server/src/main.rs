@@ -39,13 +39,21 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let driver = bay_server::factory::build_driver(&config)
         .with_context(|| format!("CONTAINER_DRIVER={}", config.container_driver.as_str()))?;
+    let address = format!("{}:{}", config.host, config.port);
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("binding {address}"))?;
     let service = ShipService::start(config, driver)
         .await
         .context("starting the ship service")?;
-    info!("ship service ready; the HTTP API is not implemented yet");
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for a signal")?;
-    service.shutdown().await;
-    Ok(())
+    let local = listener.local_addr().context("reading the bound address")?;
+    info!(address = %local, "bay-server listening");
+    println!("bay-server listening on http://{local}");
+    bay_server::app::serve(
+        listener,
+        bay_server::AppState::new(service),
+        bay_server::app::shutdown_signal(),
+    )
+    .await
+    .context("serving the API")
 }

@@ -1,0 +1,347 @@
+//! The JSON handlers: parse and validate, call one `ShipService` method, serialise.
+//!
+//! Upload and download are in [`crate::transfer`], the terminal in [`crate::terminal`].
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use bay_core::model::{SizeField, SpecRequest, parse_spec_size};
+use bay_core::service::CreateShip;
+use http::{HeaderMap, StatusCode, header};
+use serde_json::{Map, Value, json};
+
+use crate::app::AppState;
+use crate::error::{ApiError, Op};
+use crate::extract::{JsonBody, Query};
+use crate::validate::{Fields, Violations, coerce_int, loc};
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok<T: serde::Serialize>(value: T) -> ApiResult {
+    Ok(Json(value).into_response())
+}
+
+fn no_content() -> ApiResult {
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /`
+pub async fn root() -> Response {
+    Json(json!({"status": "ok", "message": "Welcome to Bay API"})).into_response()
+}
+
+/// `GET /health`: 503 when the database does not answer.
+pub async fn health(State(state): State<AppState>) -> Response {
+    match state.service.health().await {
+        Ok(()) => {
+            Json(json!({"status": "ok", "message": "Bay service is running"})).into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "health check: database unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "error", "message": "Database unavailable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `GET /stat`
+pub async fn stat() -> Response {
+    Json(json!({"service": "bay", "version": crate::VERSION, "status": "running", "author": "AstrBot Team"}))
+        .into_response()
+}
+
+/// `GET /stat/overview`
+pub async fn overview(State(state): State<AppState>) -> ApiResult {
+    let o = state.service.overview().await?;
+    ok(
+        json!({"service": "bay", "version": crate::VERSION, "status": "running",
+              "ships": o.ships, "sessions": o.sessions}),
+    )
+}
+
+/// `GET /ships`
+pub async fn list_ships(State(state): State<AppState>) -> ApiResult {
+    ok(state.service.list_ships().await?)
+}
+
+/// Reads the `ttl` field bounded by 1 … `MAX_TTL`.
+fn ttl_field(f: &mut Fields<'_>, required: bool, max_ttl: i64) -> Option<i64> {
+    f.int("ttl", required, false, Some((0, max_ttl)))
+        .ok()
+        .flatten()
+}
+
+/// Validates `spec` (§3.3).
+fn spec_field(f: &mut Fields<'_>) -> Option<SpecRequest> {
+    let spec_loc = f.field_loc("spec");
+    let obj = f.object("spec").ok()?;
+    let Some(obj) = obj else {
+        return Some(SpecRequest::default());
+    };
+    let mut s = Fields::new(obj, spec_loc, f.v);
+    let cpus = s.float("cpus", true, 0, 256);
+    let mut sizes = [None, None];
+    for (i, (name, field)) in [("memory", SizeField::Memory), ("disk", SizeField::Disk)]
+        .into_iter()
+        .enumerate()
+    {
+        if let Ok(Some(text)) = s.string(name, false, true) {
+            match parse_spec_size(field, text) {
+                Ok(bytes) => sizes[i] = Some(bytes),
+                Err(e) => {
+                    let l = s.field_loc(name);
+                    s.v.value_error(l, &e.to_string(), Value::from(text));
+                }
+            }
+        }
+    }
+    s.forbid_extra();
+    Some(SpecRequest {
+        cpus: cpus.ok()?,
+        memory_bytes: sizes[0],
+        disk_bytes: sizes[1],
+    })
+}
+
+fn parse_create(obj: &Map<String, Value>, v: &mut Violations, max_ttl: i64) -> Option<CreateShip> {
+    let before = v.len();
+    let mut f = Fields::new(obj, loc(&["body"]), v);
+    let ttl = ttl_field(&mut f, true, max_ttl);
+    let spec = spec_field(&mut f);
+    let max_session_num = f.int("max_session_num", false, false, Some((0, 100)));
+    let force_create = f.bool("force_create");
+    f.forbid_extra();
+    if v.len() != before {
+        return None;
+    }
+    Some(CreateShip {
+        ttl: ttl?,
+        spec: spec?,
+        max_session_num: i32::try_from(max_session_num.ok()?.unwrap_or(1)).ok()?,
+        force_create: force_create.ok()?.unwrap_or(false),
+    })
+}
+
+/// `POST /ship`
+pub async fn create_ship(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> ApiResult {
+    let mut v = Violations::new();
+    let session = v.session_header(&headers);
+    let req = body
+        .object(&mut v, true)
+        .and_then(|obj| parse_create(&obj, &mut v, state.service.config().max_ttl));
+    v.finish()?;
+    let (Some(session), Some(req)) = (session, req) else {
+        return Err(ApiError::Internal(
+            "validated create request incomplete".into(),
+        ));
+    };
+    let started = Instant::now();
+    let result = state.service.create_ship(&session, req).await;
+    state
+        .metrics
+        .record_create(result.is_ok(), started.elapsed());
+    Ok((StatusCode::CREATED, Json(result?)).into_response())
+}
+
+/// `GET /ship/{ship_id}`
+pub async fn get_ship(State(state): State<AppState>, Path(ship_id): Path<String>) -> ApiResult {
+    ok(state.service.get_ship(&ship_id).await?)
+}
+
+/// `DELETE /ship/{ship_id}`
+pub async fn stop_ship(State(state): State<AppState>, Path(ship_id): Path<String>) -> ApiResult {
+    state.service.stop_ship(&ship_id).await?;
+    no_content()
+}
+
+/// `DELETE /ship/{ship_id}/permanent`
+pub async fn delete_ship(State(state): State<AppState>, Path(ship_id): Path<String>) -> ApiResult {
+    state.service.delete_ship(&ship_id).await?;
+    no_content()
+}
+
+/// `POST /ship/{ship_id}/extend-ttl`
+pub async fn extend_ship_ttl(
+    State(state): State<AppState>,
+    Path(ship_id): Path<String>,
+    body: JsonBody,
+) -> ApiResult {
+    let mut v = Violations::new();
+    let ttl = body.object(&mut v, true).and_then(|obj| {
+        let mut f = Fields::new(&obj, loc(&["body"]), &mut v);
+        let ttl = ttl_field(&mut f, true, state.service.config().max_ttl);
+        f.forbid_extra();
+        ttl
+    });
+    v.finish()?;
+    let ttl = ttl.ok_or_else(|| ApiError::Internal("validated ttl missing".into()))?;
+    ok(state.service.extend_ship_ttl(&ship_id, ttl).await?)
+}
+
+/// `POST /ship/{ship_id}/start` (body optional)
+pub async fn start_ship(
+    State(state): State<AppState>,
+    Path(ship_id): Path<String>,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> ApiResult {
+    let mut v = Violations::new();
+    let session = v.session_header(&headers);
+    let ttl = body.object(&mut v, false).map(|obj| {
+        let mut f = Fields::new(&obj, loc(&["body"]), &mut v);
+        let ttl = ttl_field(&mut f, false, state.service.config().max_ttl);
+        f.forbid_extra();
+        ttl
+    });
+    v.finish()?;
+    let session = session.ok_or_else(|| ApiError::Internal("validated session missing".into()))?;
+    ok(state
+        .service
+        .start_ship(&ship_id, &session, ttl.flatten())
+        .await?)
+}
+
+/// `GET /ship/logs/{ship_id}?tail=`
+pub async fn ship_logs(
+    State(state): State<AppState>,
+    Path(ship_id): Path<String>,
+    query: Query,
+) -> ApiResult {
+    let mut v = Violations::new();
+    let mut tail = 1000;
+    if let Some(raw) = query.get("tail") {
+        let l = loc(&["query", "tail"]);
+        let input = Value::from(raw);
+        match coerce_int(&input) {
+            Ok(n) => {
+                if v.int_bounds(l, n, &input, 0, 100_000) {
+                    tail = u32::try_from(n).unwrap_or(1000);
+                }
+            }
+            Err((kind, msg)) => v.push(kind, l, msg, input),
+        }
+    }
+    v.finish()?;
+    ok(json!({"logs": state.service.ship_logs(&ship_id, tail).await?}))
+}
+
+/// `GET /ship/{ship_id}/sessions`
+pub async fn ship_sessions(
+    State(state): State<AppState>,
+    Path(ship_id): Path<String>,
+) -> ApiResult {
+    let sessions = state.service.ship_sessions(&ship_id).await?;
+    ok(json!({"ship_id": ship_id, "total": sessions.len(), "sessions": sessions}))
+}
+
+/// `POST /ship/{ship_id}/exec`: the §4.15 envelope around the agent's JSON.
+pub async fn exec(
+    State(state): State<AppState>,
+    Path(ship_id): Path<String>,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> ApiResult {
+    let mut v = Violations::new();
+    let session = v.session_header(&headers);
+    let parsed = body.object(&mut v, true).and_then(|obj| {
+        let mut f = Fields::new(&obj, loc(&["body"]), &mut v);
+        let exec_type = f.string("type", true, false).map(|t| t.map(str::to_owned));
+        let payload = f.object("payload").map(|p| p.cloned());
+        f.forbid_extra();
+        Some((exec_type.ok()??, payload.ok()?))
+    });
+    v.finish()?;
+    let (Some(session), Some((exec_type, payload))) = (session, parsed) else {
+        return Err(ApiError::Internal(
+            "validated exec request incomplete".into(),
+        ));
+    };
+    let started = Instant::now();
+    let result = state
+        .service
+        .exec(&ship_id, &session, &exec_type, payload.map(Value::Object))
+        .await;
+    if !matches!(result, Err(bay_core::Error::UnsupportedExecType(_))) {
+        state.metrics.record_exec(&exec_type, started.elapsed());
+    }
+    let data = result.map_err(|e| ApiError::from_core(e, Op::Exec))?;
+    ok(json!({"success": true, "data": data, "error": null}))
+}
+
+/// `GET /sessions`
+pub async fn list_sessions(State(state): State<AppState>) -> ApiResult {
+    let sessions = state.service.list_sessions().await?;
+    ok(json!({"total": sessions.len(), "sessions": sessions}))
+}
+
+/// `GET /sessions/{session_id}?ship_id=`
+pub async fn get_session(
+    State(state): State<AppState>,
+    Path(session): Path<String>,
+    query: Query,
+) -> ApiResult {
+    ok(state
+        .service
+        .get_session(&session, query.get("ship_id"))
+        .await?)
+}
+
+/// `POST /sessions/{session_id}/extend-ttl?ship_id=` (unknown keys ignored; bounds → 400)
+pub async fn extend_session_ttl(
+    State(state): State<AppState>,
+    Path(session): Path<String>,
+    query: Query,
+    body: JsonBody,
+) -> ApiResult {
+    let mut v = Violations::new();
+    let ttl = body.object(&mut v, true).and_then(|obj| {
+        let mut f = Fields::new(&obj, loc(&["body"]), &mut v);
+        f.int("ttl", true, false, None).ok().flatten()
+    });
+    v.finish()?;
+    let ttl = ttl.ok_or_else(|| ApiError::Internal("validated ttl missing".into()))?;
+    ok(state
+        .service
+        .extend_session_ttl(&session, ttl, query.get("ship_id"))
+        .await?)
+}
+
+/// `DELETE /sessions/{session_id}?ship_id=`
+pub async fn delete_session(
+    State(state): State<AppState>,
+    Path(session): Path<String>,
+    query: Query,
+) -> ApiResult {
+    state
+        .service
+        .delete_session(&session, query.get("ship_id"))
+        .await?;
+    no_content()
+}
+
+/// `GET /metrics` (Prometheus text format).
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let overview = state.service.overview().await.ok();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(overview.as_ref()),
+    )
+        .into_response()
+}
+
+/// `GET /openapi.json`
+pub async fn openapi() -> Response {
+    Json(crate::routes::openapi()).into_response()
+}
