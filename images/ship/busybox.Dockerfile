@@ -26,8 +26,6 @@ RUN set -eux; \
 
 FROM scratch
 COPY --from=rootfs /out/ /
-COPY ship /usr/local/bin/ship
-
 ARG SHIP_VERSION=0.0.0
 ARG FLAVOUR=busybox
 LABEL org.opencontainers.image.title="bay-ship" \
@@ -36,7 +34,12 @@ LABEL org.opencontainers.image.title="bay-ship" \
       bay.ship.flavour="${FLAVOUR}"
 ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
 EXPOSE 8123
-VOLUME ["/home", "/app/metadata"]
 WORKDIR /
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/ship"]
+
+# Last, so that a new agent binary rebuilds only this layer.
+COPY ship /usr/local/bin/ship
+# After the last step that runs a container: the classic builder leaks an anonymous volume
+# per VOLUME path for every build step that follows it.
+VOLUME ["/home", "/app/metadata"]
