@@ -3,6 +3,7 @@
 //! Every command is plain Rust calling `cargo`, `docker` and friends, so that a fresh machine
 //! needs nothing but the toolchain to build, serve and test Bay.
 
+mod bay_image;
 mod bench;
 mod cmd;
 mod serve;
@@ -28,6 +29,10 @@ enum Command {
     ShipImage(ship_image::Args),
     /// Measure against baselines taken in the same run (`cargo xtask bench ship`); prints a table.
     Bench(bench::Args),
+    /// Build the image of Bay itself (`bay:latest`): bay-server in release on the local base.
+    BayImage(bay_image::Args),
+    /// Bring up `deploy/compose.yaml`, create a ship and run a command through the API, tear down.
+    ComposeCheck(bay_image::ComposeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +42,7 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => test::run(args),
         Command::ShipImage(args) => ship_image::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::BayImage(args) => bay_image::run(args),
+        Command::ComposeCheck(args) => bay_image::compose_check(args),
     }
 }
