@@ -265,8 +265,11 @@ class _PlainEngine:
     value is displayed like the REPL, `!cmd`, `%pip`, `%cd` are understood."""
 
     def __init__(self):
-        import __main__
-        self.ns = __main__.__dict__
+        # A fresh __main__ for user code, separate from the driver's globals.
+        main_mod = types.ModuleType("__main__")
+        main_mod.__builtins__ = builtins
+        sys.modules["__main__"] = main_mod
+        self.ns = main_mod.__dict__
         self.count = 0
         self.out = {}
         self.ns.update({"Out": self.out, "In": [""], "display": self.display,

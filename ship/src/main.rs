@@ -199,7 +199,7 @@ async fn signals(state: St) {
         sys::kill_group(g, libc::SIGTERM);
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while tokio::time::Instant::now() < deadline && groups.iter().any(|&g| sys::group_alive(g)) {
+    while tokio::time::Instant::now() < deadline && procs::any_alive(&groups) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for &g in &state.procs.groups() {

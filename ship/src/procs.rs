@@ -89,6 +89,27 @@ impl Procs {
     }
 }
 
+/// Whether any non-zombie process belongs to one of `groups`.
+pub fn any_alive(groups: &[i32]) -> bool {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    rd.flatten().any(|e| {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            return false;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            return false;
+        };
+        // state, ppid, pgrp
+        let f: Vec<&str> = rest.split_whitespace().take(3).collect();
+        f.len() == 3 && f[0] != "Z" && f[2].parse::<i32>().is_ok_and(|g| groups.contains(&g))
+    })
+}
+
 /// Starts the orphan reaper: on every SIGCHLD and once a second.
 pub fn spawn_reaper(state: St) {
     tokio::spawn(async move {

@@ -20,6 +20,11 @@ use crate::users::User;
 use crate::{St, sys};
 
 const DRIVER: &str = include_str!("driver.py");
+/// Reads the driver (`<length>\n<source>`) from fd 3 and runs it, so that the process
+/// command line stays short.
+const BOOTSTRAP: &str = "import sys;f=open(3,'rb',buffering=0,closefd=False);n=int(f.readline());\
+src=b''\nwhile len(src)<n:\n b=f.read(n-len(src))\n if not b:sys.exit(1)\n src+=b\n\
+del f,n\nexec(compile(src,'<ship-driver>','exec'))";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
 const MAX_IMAGES: usize = 32;
@@ -60,7 +65,7 @@ impl Kernel {
         let mut c = std::process::Command::new(&st.cfg.python);
         c.arg("-u")
             .arg("-c")
-            .arg(DRIVER)
+            .arg(BOOTSTRAP)
             .env_clear()
             .envs(crate::shell::base_env(user))
             .env("PYTHONUNBUFFERED", "1")
@@ -90,6 +95,14 @@ impl Kernel {
             )
             .lines(),
         };
+        let source = format!("{}\n{DRIVER}", DRIVER.len());
+        if let Err(e) = kernel.cmd.write_all(source.as_bytes()).await {
+            let status = kernel.kill(st).await;
+            return Err(format!(
+                "cannot send the driver: {e} ({})",
+                exit_text(status)
+            ));
+        }
         match tokio::time::timeout(START_TIMEOUT, kernel.events.next_line()).await {
             Ok(Ok(Some(line))) if line.contains("\"ready\"") => Ok(kernel),
             Ok(_) => {

@@ -137,12 +137,6 @@ pub fn kill_group(pgid: i32, sig: i32) {
     }
 }
 
-/// Whether the process group `pgid` still has members.
-pub fn group_alive(pgid: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    pgid > 1 && unsafe { libc::kill(-pgid, 0) } == 0
-}
-
 /// Makes the agent the reaper of orphaned descendants when it is not PID 1.
 pub fn become_subreaper() {
     // SAFETY: prctl with integer arguments.
