@@ -332,10 +332,10 @@ fn print_table(image: &str, rows: &[Row]) {
         "metric", "ship", "baseline", "ratio", "budget"
     );
     for r in rows {
-        let ratio = if r.baseline > 0.0 {
-            format!("{:.2}x", r.value / r.baseline)
-        } else {
-            "-".to_owned()
+        let ratio = match r.value / r.baseline {
+            x if !x.is_finite() => "-".to_owned(),
+            x if x < 0.1 => format!("{x:.4}x"),
+            x => format!("{x:.2}x"),
         };
         let budget = match r.budget {
             Some(b) if r.value < b => format!("< {b} {} ok", r.unit),
