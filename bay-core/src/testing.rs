@@ -319,6 +319,10 @@ struct ShipState {
 /// An in-process fake ship agent on 127.0.0.1. It answers `/health` (unless made unhealthy),
 /// `/shell/exec` (echoes the command; `sleep_ms` in the payload delays the answer), any route
 /// with `fail_status` in its payload with that status, every other route with a JSON echo, `/upload` (stores the bytes) and `/download` (returns them).
+///
+/// `/term/ws` is a WebSocket echo: text and binary messages come back unchanged, except the
+/// text `close:<code>` (the agent closes with that code and reason `bye`) and `big:<n>` (the
+/// agent sends a text message of `n` bytes).
 #[derive(Debug, Clone)]
 pub struct FakeShip {
     addr: SocketAddr,
@@ -344,6 +348,7 @@ impl FakeShip {
                     let service = hyper::service::service_fn(move |req| handle(st.clone(), req));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .with_upgrades()
                         .await;
                 });
             }
@@ -421,6 +426,9 @@ async fn handle(
                 &json!({"status": "healthy", "service": "ship"}),
             )
         });
+    }
+    if path == "/term/ws" {
+        return Ok(terminal_upgrade(&st, req));
     }
     let method = req.method().to_string();
     let query = req.uri().query().unwrap_or_default().to_owned();
@@ -531,6 +539,91 @@ async fn handle(
         ),
     };
     Ok(response)
+}
+
+/// Accepts a WebSocket upgrade on `/term/ws` and echoes messages (see [`FakeShip`]).
+fn terminal_upgrade(st: &Arc<ShipState>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+    st.seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(SeenRequest {
+            method: req.method().to_string(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            session: header(&req, "x-session-id"),
+            authorization: header(&req, "authorization"),
+            body_len: 0,
+        });
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"detail": "not a websocket"}),
+        );
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else {
+            return;
+        };
+        let config = WebSocketConfig::default().max_message_size(Some(4 << 20));
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            hyper_util::rt::TokioIo::new(upgraded),
+            Role::Server,
+            Some(config),
+        )
+        .await;
+        while let Some(Ok(msg)) = ws.next().await {
+            let reply = match msg {
+                Message::Text(t) => {
+                    if let Some(code) = t.strip_prefix("close:").and_then(|c| c.parse::<u16>().ok())
+                    {
+                        let _ = ws
+                            .send(Message::Close(Some(CloseFrame {
+                                code: code.into(),
+                                reason: "bye".into(),
+                            })))
+                            .await;
+                        continue;
+                    }
+                    if let Some(n) = t.strip_prefix("big:").and_then(|n| n.parse::<usize>().ok()) {
+                        Message::text("x".repeat(n))
+                    } else {
+                        Message::Text(t)
+                    }
+                }
+                Message::Binary(b) => Message::Binary(b),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if ws.send(reply).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("upgrade"),
+    );
+    h.insert(
+        hyper::header::UPGRADE,
+        hyper::header::HeaderValue::from_static("websocket"),
+    );
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&accept) {
+        h.insert(hyper::header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    r
 }
 
 /// A minimal multipart/form-data reader for the fake agent (test data only).

@@ -66,21 +66,20 @@ pub fn router(service: ShipService) -> Router {
 
 /// The full router over prepared state.
 pub fn router_with(state: AppState) -> Router {
-    let mut public = Router::new();
-    let mut protected = Router::new();
+    let mut router = Router::new();
     for r in crate::routes::table() {
-        if r.doc.auth {
-            protected = protected.route(r.doc.path, r.handler);
+        // A per-method `route_layer`: a wrong method still answers 405 without credentials.
+        let handler = if r.doc.auth {
+            r.handler.route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                crate::auth::require_bearer,
+            ))
         } else {
-            public = public.route(r.doc.path, r.handler);
-        }
+            r.handler
+        };
+        router = router.route(r.doc.path, handler);
     }
-    let protected = protected.route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        crate::auth::require_bearer,
-    ));
-    public
-        .merge(protected)
+    router
         .fallback(|| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), finish))
