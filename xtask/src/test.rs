@@ -23,6 +23,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    ensure_nextest()?;
     if !args.no_lint {
         cmd::run(cmd::cargo().args(["fmt", "--all", "--check"]))?;
         cmd::run(
@@ -63,4 +64,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     c.args(&args.nextest_args);
     cmd::run(&mut c)?;
     cmd::run(cmd::cargo().args(["test", "--workspace", "--all-features", "--doc"]))
+}
+
+/// Installs cargo-nextest from crates.io when this machine does not have it.
+fn ensure_nextest() -> anyhow::Result<()> {
+    if cmd::succeeds(cmd::cargo().args(["nextest", "--version"])) {
+        return Ok(());
+    }
+    eprintln!("cargo-nextest is missing: installing it from crates.io");
+    cmd::run(cmd::cargo().args(["install", "cargo-nextest", "--locked"]))
 }
