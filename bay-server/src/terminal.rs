@@ -160,6 +160,8 @@ pub async fn terminal(
 struct Ending {
     client: Option<(u16, String)>,
     ship: Option<(u16, String)>,
+    /// The agent went away (1001 or a lost connection): perhaps because its ship is stopping.
+    ship_gone: bool,
 }
 
 impl Ending {
@@ -167,6 +169,38 @@ impl Ending {
         Self {
             client: Some((code, text.to_owned())),
             ship: Some((code, text.to_owned())),
+            ship_gone: false,
+        }
+    }
+
+    fn client(code: u16, text: String) -> Self {
+        Self {
+            client: Some((code, text)),
+            ship: None,
+            ship_gone: false,
+        }
+    }
+
+    fn ship(code: u16, text: String) -> Self {
+        Self {
+            client: None,
+            ship: Some((code, text)),
+            ship_gone: false,
+        }
+    }
+}
+
+/// How long a relay whose agent went away waits for the ship's stop event (the agent closes
+/// its terminals while its container stops, before Bay records the stop).
+const STOP_EVENT_GRACE: Duration = Duration::from_secs(5);
+
+/// Waits for the stop event of `ship_id`.
+async fn stopped(events: &mut tokio::sync::broadcast::Receiver<ShipEvent>, ship_id: &str) -> bool {
+    loop {
+        match events.recv().await {
+            Ok(ShipEvent::Stopped { ship_id: s }) if s == ship_id => return true,
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return false,
         }
     }
 }
@@ -238,12 +272,12 @@ async fn relay(
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Close(frame))) => {
                         let (code, text) = frame.map_or((1005, String::new()), |f| (f.code, f.reason.to_string()));
-                        break Ending { client: None, ship: Some((wire_code(code), text)) };
+                        break Ending::ship(wire_code(code), text);
                     }
                     Some(Err(e)) if e.to_string().contains("Space limit exceeded") => {
                         break Ending::both(1009, "Message too big");
                     }
-                    Some(Err(_)) | None => break Ending { client: None, ship: Some((1011, String::new())) },
+                    Some(Err(_)) | None => break Ending::ship(1011, String::new()),
                 };
                 if last_touch.elapsed() >= touch_every {
                     last_touch = Instant::now();
@@ -255,7 +289,7 @@ async fn relay(
                     });
                 }
                 if ship_tx.send(forward).await.is_err() {
-                    break Ending { client: Some((1011, String::new())), ship: None };
+                    break Ending { ship_gone: true, ..Ending::client(1011, String::new()) };
                 }
             }
             msg = ship_rx.next() => {
@@ -265,13 +299,13 @@ async fn relay(
                     Some(Ok(ShipMessage::Ping(_) | ShipMessage::Pong(_) | ShipMessage::Frame(_))) => continue,
                     Some(Ok(ShipMessage::Close(frame))) => {
                         let (code, text) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
-                        break Ending { client: Some((wire_code(code), text)), ship: None };
+                        break Ending { ship_gone: code == 1001, ..Ending::client(wire_code(code), text) };
                     }
                     Some(Err(tungstenite::Error::Capacity(_))) => break Ending::both(1009, "Message too big"),
-                    Some(Err(_)) | None => break Ending { client: Some((1011, String::new())), ship: None },
+                    Some(Err(_)) | None => break Ending { ship_gone: true, ..Ending::client(1011, String::new()) },
                 };
                 if client_tx.send(forward).await.is_err() {
-                    break Ending { client: None, ship: Some((1011, String::new())) };
+                    break Ending::ship(1011, String::new());
                 }
             }
             event = events.recv() => match event {
@@ -284,6 +318,14 @@ async fn relay(
             () = state.shutdown.cancelled() => break Ending::both(1001, "Bay is shutting down"),
         }
     };
+    let mut ending = ending;
+    if ending.ship_gone
+        && tokio::time::timeout(STOP_EVENT_GRACE, stopped(&mut events, &ship_id))
+            .await
+            .unwrap_or(false)
+    {
+        ending.client = Some((4004, "Ship stopped".to_owned()));
+    }
     if let Some((code, text)) = ending.ship {
         let frame = tungstenite::protocol::CloseFrame {
             code: code.into(),
