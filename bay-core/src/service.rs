@@ -1019,6 +1019,10 @@ impl ShipService {
     /// The one stop procedure (§5.8): container removed, data kept, relations expired, slot
     /// released, terminals told. The ship lock must be held.
     async fn stop_locked(&self, ship: ShipRow, cause: StopCause) {
+        // Terminals are told first, before the agent closes them itself while it stops.
+        let _ = self.inner.events.send(ShipEvent::Stopped {
+            ship_id: ship.id.clone(),
+        });
         // A container that cannot be removed now is removed later by the status checker (orphan).
         if let Some(cid) = ship.container_id.as_deref()
             && let Err(e) = self.inner.driver.stop_ship_container(cid).await
@@ -1052,14 +1056,21 @@ impl ShipService {
             warn!(ship.id = %ship.id, error = %e, "cannot record the stop");
         }
         self.inner.admission.release(&ship.id);
-        let _ = self.inner.events.send(ShipEvent::Stopped {
-            ship_id: ship.id.clone(),
-        });
         info!(ship.id = %ship.id, cause = ?cause, "ship stopped");
+    }
+
+    /// A ship being created or started answers at once (409) instead of waiting for its
+    /// lock, which the start holds until the ship is ready.
+    async fn refuse_if_creating(&self, ship_id: &str) -> Result<()> {
+        match self.refresh(ship_id).await? {
+            Some(ship) if ship.status() == ShipStatus::Creating => Err(Error::ShipCreating),
+            _ => Ok(()),
+        }
     }
 
     /// `DELETE /ship/{id}`: stop a RUNNING ship, keeping its data.
     pub async fn stop_ship(&self, ship_id: &str) -> Result<()> {
+        self.refuse_if_creating(ship_id).await?;
         let _g = self.inner.ship_locks.lock(ship_id).await;
         let ship = self.refresh(ship_id).await?.ok_or(Error::ShipNotFound)?;
         match ship.status() {
@@ -1090,6 +1101,9 @@ impl ShipService {
             None if aborted => return Ok(()),
             None => return Err(Error::ShipNotFound),
         };
+        let _ = self.inner.events.send(ShipEvent::Stopped {
+            ship_id: ship_id.to_owned(),
+        });
         if let Some(cid) = ship.container_id.as_deref() {
             match self.inner.driver.stop_ship_container(cid).await {
                 Ok(()) | Err(DriverError::NotFound(_)) => {}
@@ -1108,9 +1122,6 @@ impl ShipService {
         let id = ship_id.to_owned();
         self.inner.store.tx(move |c| q::delete_ship(c, &id)).await?;
         self.inner.admission.release(ship_id);
-        let _ = self.inner.events.send(ShipEvent::Stopped {
-            ship_id: ship_id.to_owned(),
-        });
         self.inner.reaper.notify_one();
         info!(ship.id = %ship_id, "ship deleted permanently");
         Ok(())
@@ -1119,6 +1130,7 @@ impl ShipService {
     /// `POST /ship/{id}/extend-ttl`: adds `ttl` seconds to every active relation.
     pub async fn extend_ship_ttl(&self, ship_id: &str, ttl: i64) -> Result<Ship> {
         self.check_ttl(ttl)?;
+        self.refuse_if_creating(ship_id).await?;
         let _g = self.inner.ship_locks.lock(ship_id).await;
         let ship = self.refresh(ship_id).await?.ok_or(Error::ShipNotFound)?;
         match ship.status() {

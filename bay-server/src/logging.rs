@@ -3,10 +3,9 @@
 use bay_core::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber. `RUST_LOG`, when set, refines the filter.
+/// Installs the global subscriber at `LOG_LEVEL` (HTTP client internals stay at `warn`).
 pub fn init(config: &Config) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{},hyper=warn,h2=warn", config.log_level)));
+    let filter = EnvFilter::new(format!("{},hyper=warn,h2=warn", config.log_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);

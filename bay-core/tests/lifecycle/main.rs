@@ -792,6 +792,14 @@ async fn permanent_delete_aborts_a_start_in_progress() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
+    assert!(matches!(
+        h.service.stop_ship(&id).await,
+        Err(Error::ShipCreating)
+    ));
+    assert!(matches!(
+        h.service.extend_ship_ttl(&id, 60).await,
+        Err(Error::ShipCreating)
+    ));
     h.service.delete_ship(&id).await.unwrap();
     let err = create.await.unwrap().unwrap_err();
     assert!(matches!(err, Error::DeletedWhileStarting), "{err:?}");
