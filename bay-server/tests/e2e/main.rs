@@ -1,0 +1,546 @@
+//! End to end: the real `bay-server` binary with the `docker-host` driver, the real Docker
+//! Engine and the real ship image (`BAY_SHIP_IMAGE`, default `ship:latest`, built by
+//! `cargo xtask test` / `cargo xtask ship-image`), driven over HTTP and WebSocket — and by the
+//! published Python SDK (`shipyard-python-sdk` from PyPI, in a venv the test creates).
+//!
+//! Every ship and network the tests create is removed at the end, even on failure.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const TOKEN: &str = "e2e-token";
+
+fn image() -> String {
+    std::env::var("BAY_SHIP_IMAGE").unwrap_or_else(|_| "ship:latest".to_owned())
+}
+
+fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI runs")
+}
+
+/// A running `bay-server` process and what it created; cleaned up on drop.
+struct Bay {
+    child: Child,
+    url: String,
+    network: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Bay {
+    fn start() -> Self {
+        let image = image();
+        assert!(
+            docker(&["image", "inspect", &image]).status.success(),
+            "the ship image {image} is missing: build it with `cargo xtask ship-image` (the README's test command does)"
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let network = format!("bay-e2e-{}", std::process::id());
+        let child = Command::new(env!("CARGO_BIN_EXE_bay-server"))
+            .arg("serve")
+            .current_dir(dir.path())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("ACCESS_TOKEN", TOKEN)
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}/bay.db", dir.path().display()),
+            )
+            .env("CONTAINER_DRIVER", "docker-host")
+            .env("DOCKER_IMAGE", &image)
+            .env("DOCKER_NETWORK", &network)
+            .env("MAX_SHIP_NUM", "4")
+            .env("DEFAULT_SHIP_MEMORY", "256m")
+            .env("LOG_LEVEL", "info")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("bay-server starts");
+        let bay = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            network,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if health_ok(port) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bay-server did not answer /health within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bay
+    }
+}
+
+impl Drop for Bay {
+    fn drop(&mut self) {
+        // Graceful stop (SIGTERM), then remove every ship container and volume this Bay made.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("network={}", self.network),
+        ]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let ship = docker(&[
+                "inspect",
+                "-f",
+                "{{index .Config.Labels \"bay.ship-id\"}}",
+                id,
+            ]);
+            let ship = String::from_utf8_lossy(&ship.stdout).trim().to_owned();
+            let _ = docker(&["rm", "-f", id]);
+            if !ship.is_empty() {
+                let _ = docker(&[
+                    "volume",
+                    "rm",
+                    "-f",
+                    &format!("ship-{ship}-home"),
+                    &format!("ship-{ship}-metadata"),
+                ]);
+            }
+        }
+        let _ = docker(&["network", "rm", &self.network]);
+    }
+}
+
+/// A blocking `GET /health` probe, so `Bay::start` needs no runtime.
+fn health_ok(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if write!(
+        stream,
+        "GET /health HTTP/1.1\r\nHost: bay\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = stream.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.1 200")
+}
+
+struct Api {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Api {
+    fn new(url: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            url: url.to_owned(),
+        }
+    }
+
+    fn req(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        session: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .timeout(Duration::from_secs(180));
+        if let Some(s) = session {
+            r = r.header("X-SESSION-ID", s);
+        }
+        r
+    }
+
+    async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        session: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut r = self.req(method, path, session);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.expect("request sent");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn exec(&self, ship: &str, session: &str, kind: &str, payload: Value) -> Value {
+        let (status, body) = self
+            .json(
+                reqwest::Method::POST,
+                &format!("/ship/{ship}/exec"),
+                Some(session),
+                Some(json!({"type": kind, "payload": payload})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{kind}: {body}");
+        assert_eq!(body["success"], true, "{kind}: {body}");
+        body["data"].clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_against_the_real_engine() {
+    let bay = Bay::start();
+    let api = Api::new(&bay.url);
+    use reqwest::Method as M;
+
+    let (s, body) = api.json(M::GET, "/", None, None).await;
+    assert_eq!(
+        (s, body["message"].as_str()),
+        (StatusCode::OK, Some("Welcome to Bay API"))
+    );
+    let (s, body) = api.json(M::GET, "/stat", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+
+    // Create: a real container, ready, reachable on 127.0.0.1 only.
+    let (s, ship) = api
+        .json(
+            M::POST,
+            "/ship",
+            Some("alice"),
+            Some(json!({"ttl": 600, "spec": {"cpus": 0.5, "memory": "256m"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{ship}");
+    let id = ship["id"].as_str().unwrap().to_owned();
+    assert_eq!(ship["status"], 1);
+    assert!(
+        ship["ip_address"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{ship}"
+    );
+    let inspect = docker(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}",
+        ship["container_id"].as_str().unwrap(),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&inspect.stdout).trim(),
+        "268435456 500000000"
+    );
+
+    // The same session gets the same ship back.
+    let (s, again) = api
+        .json(M::POST, "/ship", Some("alice"), Some(json!({"ttl": 600})))
+        .await;
+    assert_eq!(
+        (s, again["id"].as_str()),
+        (StatusCode::CREATED, Some(id.as_str()))
+    );
+
+    // Exec: shell, Python with state, the file API.
+    let out = api
+        .exec(
+            &id,
+            "alice",
+            "shell/exec",
+            json!({"command": "echo hi; id -u"}),
+        )
+        .await;
+    assert_eq!(out["return_code"], 0, "{out}");
+    assert!(out["stdout"].as_str().unwrap().starts_with("hi"), "{out}");
+    assert_ne!(
+        out["stdout"].as_str().unwrap().lines().nth(1),
+        Some("0"),
+        "session code never runs as root"
+    );
+    let out = api
+        .exec(
+            &id,
+            "alice",
+            "ipython/exec",
+            json!({"code": "x = 20\nx + 22"}),
+        )
+        .await;
+    assert_eq!(out["output"]["text"], "42", "{out}");
+    let out = api
+        .exec(
+            &id,
+            "alice",
+            "ipython/exec",
+            json!({"code": "print(x * 2)"}),
+        )
+        .await;
+    assert_eq!(out["output"]["text"], "40", "{out}");
+    api.exec(
+        &id,
+        "alice",
+        "fs/write_file",
+        json!({"path": "notes/a.txt", "content": "hello file"}),
+    )
+    .await;
+    let out = api
+        .exec(&id, "alice", "fs/read_file", json!({"path": "notes/a.txt"}))
+        .await;
+    assert_eq!(out["content"], "hello file");
+    let (s, body) = api
+        .json(
+            M::POST,
+            &format!("/ship/{id}/exec"),
+            Some("alice"),
+            Some(json!({"type": "fs/../../etc"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let (s, _) = api
+        .json(
+            M::POST,
+            &format!("/ship/{id}/exec"),
+            Some("mallory"),
+            Some(json!({"type": "shell/exec", "payload": {"command": "id"}})),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "a session without a relation is refused"
+    );
+
+    // Upload and download 1 MiB.
+    let data: Vec<u8> = (0..1_048_576u32).map(|i| (i * 7 % 256) as u8).collect();
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(data.clone()).file_name("x"),
+        )
+        .text("file_path", "bin/data.bin");
+    let resp = api
+        .req(M::POST, &format!("/ship/{id}/upload"), Some("alice"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["file_path"]
+            .as_str()
+            .unwrap()
+            .ends_with("/workspace/bin/data.bin"),
+        "{body}"
+    );
+    let resp = api
+        .req(
+            M::GET,
+            &format!("/ship/{id}/download?file_path=bin/data.bin"),
+            Some("alice"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["content-disposition"],
+        "attachment; filename=\"data.bin\"; filename*=UTF-8''data.bin"
+    );
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), data.as_slice());
+    let resp = api
+        .req(
+            M::GET,
+            &format!("/ship/{id}/download?file_path=/etc/shadow"),
+            Some("alice"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+
+    // Terminal: run a command and read its output.
+    let ws_url = format!(
+        "{}/ship/{id}/term?session_id=alice&cols=100&rows=30",
+        bay.url.replacen("http", "ws", 1)
+    );
+    let mut request = ws_url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("terminal connects");
+    ws.send(Message::Text("echo term-$((6*7))\r".into()))
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Message::Text(t) = msg {
+                seen.push_str(&t);
+                if seen.contains("term-42") {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(found, "terminal output: {seen:?}");
+    let _ = ws.close(None).await;
+
+    // Logs, sessions, extend-ttl, overview.
+    let (s, logs) = api
+        .json(M::GET, &format!("/ship/logs/{id}?tail=50"), None, None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(logs["logs"].is_string());
+    let (s, sessions) = api
+        .json(M::GET, &format!("/ship/{id}/sessions"), None, None)
+        .await;
+    assert_eq!((s, sessions["total"].as_i64()), (StatusCode::OK, Some(1)));
+    let (s, extended) = api
+        .json(
+            M::POST,
+            &format!("/ship/{id}/extend-ttl"),
+            None,
+            Some(json!({"ttl": 300})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(extended["ttl"].as_i64().unwrap() > 800, "{extended}");
+    let (s, rel) = api
+        .json(
+            M::POST,
+            "/sessions/alice/extend-ttl",
+            None,
+            Some(json!({"ttl": 900})),
+        )
+        .await;
+    assert_eq!(
+        (s, rel["ship_id"].as_str()),
+        (StatusCode::OK, Some(id.as_str()))
+    );
+    let (s, overview) = api.json(M::GET, "/stat/overview", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(overview["ships"]["running"], 1);
+    let (s, list) = api.json(M::GET, "/ships", None, None).await;
+    assert_eq!(
+        (s, list.as_array().map(Vec::len)),
+        (StatusCode::OK, Some(1))
+    );
+
+    // Soft delete keeps the data; /start restores the same ship with its files.
+    let resp = api
+        .req(M::DELETE, &format!("/ship/{id}"), None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let (_, stopped) = api.json(M::GET, &format!("/ship/{id}"), None, None).await;
+    assert_eq!(
+        (
+            stopped["status"].as_i64(),
+            stopped["container_id"].is_null()
+        ),
+        (Some(0), true)
+    );
+    let (s, started) = api
+        .json(
+            M::POST,
+            &format!("/ship/{id}/start"),
+            Some("alice"),
+            Some(json!({"ttl": 600})),
+        )
+        .await;
+    assert_eq!(
+        (s, started["status"].as_i64()),
+        (StatusCode::OK, Some(1)),
+        "{started}"
+    );
+    let out = api
+        .exec(&id, "alice", "fs/read_file", json!({"path": "notes/a.txt"}))
+        .await;
+    assert_eq!(out["content"], "hello file", "files survive the restore");
+
+    // Session delete stops a ship left without sessions; permanent delete removes everything.
+    let resp = api
+        .req(M::DELETE, "/sessions/alice", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let (_, after) = api.json(M::GET, &format!("/ship/{id}"), None, None).await;
+    assert_eq!(after["status"], 0);
+    let resp = api
+        .req(M::DELETE, &format!("/ship/{id}/permanent"), None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let (s, _) = api.json(M::GET, &format!("/ship/{id}"), None, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let volumes = docker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=bay.ship-id={id}"),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&volumes.stdout).trim().is_empty(),
+        "ship data removed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_published_python_sdk_works_unchanged() {
+    let bay = Bay::start();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/run.sh");
+    let out = tokio::process::Command::new("sh")
+        .arg(script)
+        .arg(&bay.url)
+        .arg(TOKEN)
+        .output()
+        .await
+        .expect("the SDK script runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "SDK client failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("all SDK operations succeeded"), "{stdout}");
+}
