@@ -351,7 +351,13 @@ impl DockerDriver {
         let _ = docker
             .remove_container(
                 &id,
-                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                // `v`: the image's VOLUMEs (/home, /app/metadata) got anonymous volumes here.
+                Some(
+                    RemoveContainerOptionsBuilder::new()
+                        .force(true)
+                        .v(true)
+                        .build(),
+                ),
             )
             .await;
         result
@@ -442,9 +448,11 @@ impl DockerDriver {
 
     /// Force-removes a container; a missing one is fine.
     async fn remove(&self, docker: &Docker, container: &str) -> DriverResult<()> {
+        // `v`: anonymous volumes (an image's VOLUMEs not covered by Bay's mounts) go too; the
+        // ship's named volumes are never removed by this.
         let options = RemoveContainerOptionsBuilder::new()
             .force(true)
-            .v(false)
+            .v(true)
             .build();
         match docker.remove_container(container, Some(options)).await {
             Ok(()) => Ok(()),

@@ -140,8 +140,8 @@ struct Stack {
 
 impl Stack {
     fn compose(&self) -> Command {
-        let mut c = Command::new("docker");
-        c.arg("compose").args(["-p", &self.project]);
+        let mut c = compose_command();
+        c.args(["-p", &self.project]);
         for f in &self.files {
             c.arg("-f").arg(f);
         }
@@ -235,8 +235,8 @@ pub fn compose_check(args: ComposeArgs) -> anyhow::Result<()> {
         )?;
     }
     ensure!(
-        cmd::succeeds(Command::new("docker").args(["compose", "version"])),
-        "`docker compose` is not installed"
+        cmd::succeeds(compose_command().arg("version")),
+        "neither `docker compose` nor `docker-compose` is installed"
     );
 
     let suffix = format!(
@@ -353,6 +353,17 @@ pub fn compose_check(args: ComposeArgs) -> anyhow::Result<()> {
     drop(stack);
     step("compose check passed");
     Ok(())
+}
+
+/// `docker compose` (v2 plugin) when installed, else `docker-compose` (Debian 12 ships 1.29).
+fn compose_command() -> Command {
+    if cmd::succeeds(Command::new("docker").args(["compose", "version"])) {
+        let mut c = Command::new("docker");
+        c.arg("compose");
+        c
+    } else {
+        Command::new("docker-compose")
+    }
 }
 
 /// A free TCP port on 127.0.0.1.

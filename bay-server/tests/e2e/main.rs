@@ -118,7 +118,7 @@ impl Drop for Bay {
                 id,
             ]);
             let ship = String::from_utf8_lossy(&ship.stdout).trim().to_owned();
-            let _ = docker(&["rm", "-f", id]);
+            let _ = docker(&["rm", "-f", "-v", id]);
             if !ship.is_empty() {
                 let _ = docker(&[
                     "volume",
