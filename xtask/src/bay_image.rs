@@ -135,6 +135,8 @@ struct Stack {
     token: String,
     ships: Vec<String>,
     keep: bool,
+    /// Bay's logs are shown when the check did not pass.
+    passed: bool,
     _dir: TempDir,
 }
 
@@ -197,10 +199,11 @@ impl Drop for Stack {
             );
             return;
         }
-        if let Ok(out) = self
-            .compose()
-            .args(["logs", "--no-color", "--tail", "50"])
-            .output()
+        if !self.passed
+            && let Ok(out) = self
+                .compose()
+                .args(["logs", "--no-color", "--tail", "50"])
+                .output()
         {
             eprintln!(
                 "---- bay logs (last 50 lines) ----\n{}",
@@ -269,12 +272,13 @@ pub fn compose_check(args: ComposeArgs) -> anyhow::Result<()> {
             ("DOCKER_NETWORK".into(), network.clone()),
             ("BAY_PORT".into(), port.to_string()),
             ("ACCESS_TOKEN".into(), token.clone()),
-            ("LOG_LEVEL".into(), "debug".into()),
+            ("LOG_LEVEL".into(), "info".into()),
         ],
         base: format!("http://127.0.0.1:{port}"),
         token,
         ships: Vec::new(),
         keep: args.keep,
+        passed: false,
         _dir: dir,
     };
 
@@ -350,6 +354,7 @@ pub fn compose_check(args: ComposeArgs) -> anyhow::Result<()> {
     );
     stack.ships.clear();
 
+    stack.passed = true;
     drop(stack);
     step("compose check passed");
     Ok(())
