@@ -38,13 +38,15 @@ pub const LABEL_HELPER: &str = "bay.helper";
 /// The capabilities a ship keeps (every other one is dropped). The agent runs as root and
 /// creates one OS user per session, then runs that session's processes as that user:
 ///
-/// | capability | why the agent needs it |
+/// | capability | why the agent needs it (without it, the first call of a session fails) |
 /// |---|---|
-/// | `CHOWN` | give a new session user its home and workspace (`fchown`) |
-/// | `DAC_OVERRIDE` | root writes `/etc/passwd`, `/etc/group` and reaches into 0700 homes |
-/// | `FOWNER` | `chmod` files it does not own (re-adopted homes, uploads done for a user) |
+/// | `CHOWN` | give new files to their owner: the `/etc/shadow` rewrite, homes, workspaces |
+/// | `DAC_OVERRIDE` | work inside the 0700 homes of session users |
+/// | `FOWNER` | `chmod` directories root does not own (a user's home) |
 /// | `SETUID`, `SETGID` | switch to a session user (`setresuid`, `setresgid`, `setgroups`) |
-/// | `KILL` | signal session process groups (timeouts, termination) owned by other uids |
+/// | `KILL` | signal session process groups owned by other uids (else timeouts never fire) |
+///
+/// Each was checked by removing it alone (see the crate README).
 pub const CAPABILITIES: &[&str] = &[
     "CHOWN",
     "DAC_OVERRIDE",
