@@ -3,9 +3,13 @@
 use bay_core::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber at `LOG_LEVEL` (HTTP client internals stay at `warn`).
+/// Installs the global subscriber at `LOG_LEVEL`. HTTP internals stay at `warn` and bollard at
+/// `info` (its debug output contains request bodies, with the ships' tokens).
 pub fn init(config: &Config) {
-    let filter = EnvFilter::new(format!("{},hyper=warn,h2=warn", config.log_level));
+    let filter = EnvFilter::new(format!(
+        "{},hyper=warn,h2=warn,bollard=info",
+        config.log_level
+    ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);

@@ -26,24 +26,30 @@ pub struct Args {
     /// Tag of the image.
     #[arg(long, default_value = DEFAULT_TAG)]
     tag: String,
+    /// Use the debug build of bay-server (fast when the tests built it already).
+    #[arg(long)]
+    debug: bool,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ComposeArgs {
     /// Use the existing `bay:latest` instead of building it again.
     #[arg(long)]
-    no_build: bool,
+    pub no_build: bool,
     /// Leave the stack running after the check (for debugging); ships are still removed.
     #[arg(long)]
-    keep: bool,
+    pub keep: bool,
+    /// Build the image from the debug build of bay-server (what `cargo xtask test` does).
+    #[arg(long)]
+    pub debug: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    build(&args.tag)
+    build(&args.tag, !args.debug)
 }
 
-/// Builds bay-server in release and the image `tag` from `images/bay/`.
-pub fn build(tag: &str) -> anyhow::Result<()> {
+/// Builds bay-server (release, or the debug profile) and the image `tag` from `images/bay/`.
+pub fn build(tag: &str, release: bool) -> anyhow::Result<()> {
     let start = Instant::now();
     let step = |what: &str| eprintln!("==> [{:>6.1}s] {what}", start.elapsed().as_secs_f64());
     ensure!(
@@ -60,16 +66,15 @@ pub fn build(tag: &str) -> anyhow::Result<()> {
         )?;
     }
 
-    step("building bay-server (cargo build --release)");
-    cmd::run(cmd::cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "bay-server",
-        "--bin",
-        "bay-server",
-    ]))?;
-    let binary = target_dir().join("release").join("bay-server");
+    let profile = if release { "release" } else { "debug" };
+    step(&format!("building bay-server ({profile})"));
+    let mut build = cmd::cargo();
+    build.args(["build", "-p", "bay-server", "--bin", "bay-server"]);
+    if release {
+        build.arg("--release");
+    }
+    cmd::run(&mut build)?;
+    let binary = target_dir().join(profile).join("bay-server");
     ensure!(binary.exists(), "{} was not built", binary.display());
 
     let source = cmd::workspace_root().join("images").join("bay");
@@ -186,7 +191,7 @@ impl Drop for Stack {
             ]))
             .unwrap_or_default();
             for cid in ids.split_whitespace() {
-                cmd::succeeds(Command::new("docker").args(["rm", "-f", cid]));
+                cmd::succeeds(Command::new("docker").args(["rm", "-f", "-v", cid]));
             }
             for v in [format!("ship-{id}-home"), format!("ship-{id}-metadata")] {
                 cmd::succeeds(Command::new("docker").args(["volume", "rm", "-f", &v]));
@@ -228,7 +233,7 @@ pub fn compose_check(args: ComposeArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let step = |what: &str| eprintln!("==> [{:>6.1}s] {what}", start.elapsed().as_secs_f64());
     if !args.no_build || !ship_image::image_exists(DEFAULT_TAG) {
-        build(DEFAULT_TAG)?;
+        build(DEFAULT_TAG, !args.debug)?;
     }
     if !ship_image::image_exists("ship:latest") {
         step("ship:latest missing: building it");

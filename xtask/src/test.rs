@@ -63,6 +63,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     ]);
     c.args(&args.nextest_args);
     cmd::run(&mut c)?;
+    if !args.no_image {
+        // The Compose deployment, end to end (Bay's image from the debug build just tested).
+        crate::bay_image::compose_check(crate::bay_image::ComposeArgs {
+            no_build: false,
+            keep: false,
+            debug: true,
+        })?;
+    }
     cmd::run(cmd::cargo().args(["test", "--workspace", "--all-features", "--doc"]))
 }
 
