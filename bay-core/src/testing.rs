@@ -25,10 +25,32 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 
+use crate::config::Config;
 use crate::driver::{
     ContainerDriver, ContainerInfo, DriverError, DriverResult, ManagedContainer,
     ShipContainerRequest,
 };
+
+/// The access token of [`test_config`].
+pub const TEST_TOKEN: &str = "test-token";
+
+/// A configuration for tests: the database at `db`, a 2 s readiness budget polled every 20 ms,
+/// no periodic container check, the token [`TEST_TOKEN`], then `extra` (which wins).
+pub fn test_config(db: &std::path::Path, extra: &[(&str, &str)]) -> Config {
+    let mut pairs: Vec<(String, String)> = vec![
+        ("DATABASE_URL".into(), format!("sqlite://{}", db.display())),
+        ("SHIP_HEALTH_CHECK_TIMEOUT".into(), "2".into()),
+        ("SHIP_READY_POLL_MS".into(), "20".into()),
+        ("STATUS_CHECK_INTERVAL".into(), "3600".into()),
+        ("ACCESS_TOKEN".into(), TEST_TOKEN.into()),
+    ];
+    pairs.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    Config::from_pairs(pairs).expect("valid test configuration")
+}
 
 /// Driver methods, for call records and failure injection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -74,11 +74,11 @@ pub fn build(tag: &str, release: bool) -> anyhow::Result<()> {
         build.arg("--release");
     }
     cmd::run(&mut build)?;
-    let binary = target_dir().join(profile).join("bay-server");
+    let binary = cmd::target_dir().join(profile).join("bay-server");
     ensure!(binary.exists(), "{} was not built", binary.display());
 
     let source = cmd::workspace_root().join("images").join("bay");
-    let context = target_dir().join("bay-image").join("context");
+    let context = cmd::target_dir().join("bay-image").join("context");
     match fs::remove_dir_all(&context) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             return Err(e).with_context(|| format!("could not remove {}", context.display()));
@@ -111,20 +111,6 @@ pub fn build(tag: &str, release: bool) -> anyhow::Result<()> {
         size as f64 / 1_000_000.0
     ));
     Ok(())
-}
-
-/// The cargo target directory (as `ship_image` computes it).
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| {
-            if p.is_absolute() {
-                p
-            } else {
-                cmd::workspace_root().join(p)
-            }
-        })
-        .unwrap_or_else(|| cmd::workspace_root().join("target"))
 }
 
 // ---------------------------------------------------------------------------------------------

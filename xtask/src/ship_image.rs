@@ -179,7 +179,7 @@ fn ensure_base_image(rebuild: bool, progress: &Progress) -> anyhow::Result<()> {
     progress.step("making sure debootstrap is installed");
     ensure_debootstrap()?;
 
-    let work = target_dir().join("ship-image");
+    let work = cmd::target_dir().join("ship-image");
     let rootfs = work.join(format!("rootfs-{SUITE}"));
     remove_dir_if_exists(&rootfs)?;
     fs::create_dir_all(&rootfs)
@@ -485,7 +485,10 @@ pub fn build_ship_binary() -> anyhow::Result<PathBuf> {
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .args(["build", "--release", "-p", "ship", "--target", SHIP_TARGET]),
     )?;
-    let binary = target_dir().join(SHIP_TARGET).join("release").join("ship");
+    let binary = cmd::target_dir()
+        .join(SHIP_TARGET)
+        .join("release")
+        .join("ship");
     ensure_static(&binary)?;
     Ok(binary)
 }
@@ -528,7 +531,7 @@ fn ensure_static(path: &Path) -> anyhow::Result<()> {
 /// Copies `images/ship/` and the agent binary into `target/ship-image/context`.
 fn prepare_context(binary: &Path) -> anyhow::Result<PathBuf> {
     let source = cmd::workspace_root().join("images").join("ship");
-    let context = target_dir().join("ship-image").join("context");
+    let context = cmd::target_dir().join("ship-image").join("context");
     remove_dir_if_exists(&context)?;
     copy_tree(&source, &context)?;
     let _ = fs::remove_file(context.join("README.md"));
@@ -572,19 +575,6 @@ pub fn capture(cmd: &mut Command) -> anyhow::Result<String> {
         String::from_utf8_lossy(&out.stderr).trim()
     );
     String::from_utf8(out.stdout).with_context(|| format!("{what} printed non-UTF-8 output"))
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| {
-            if p.is_absolute() {
-                p
-            } else {
-                cmd::workspace_root().join(p)
-            }
-        })
-        .unwrap_or_else(|| cmd::workspace_root().join("target"))
 }
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {

@@ -4,9 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bay_core::config::Config;
 use bay_core::service::ShipService;
-use bay_core::testing::{FakeDriver, FakeShip};
+use bay_core::testing::{FakeDriver, FakeShip, test_config};
 
 pub struct Harness {
     pub service: ShipService,
@@ -16,20 +15,6 @@ pub struct Harness {
     /// Keeps the database directory alive for the harness's lifetime.
     pub _dir: tempfile::TempDir,
     pub settings: Vec<(String, String)>,
-}
-
-pub fn config(db: &std::path::Path, extra: &[(&str, &str)]) -> Config {
-    let mut pairs: Vec<(String, String)> = vec![
-        ("DATABASE_URL".into(), format!("sqlite://{}", db.display())),
-        ("SHIP_HEALTH_CHECK_TIMEOUT".into(), "2".into()),
-        ("SHIP_READY_POLL_MS".into(), "20".into()),
-        ("STATUS_CHECK_INTERVAL".into(), "3600".into()),
-        ("ACCESS_TOKEN".into(), "test-token".into()),
-    ];
-    for (k, v) in extra {
-        pairs.push(((*k).into(), (*v).into()));
-    }
-    Config::from_pairs(pairs).expect("valid test configuration")
 }
 
 impl Harness {
@@ -42,7 +27,7 @@ impl Harness {
     pub async fn with(ship: FakeShip, driver: FakeDriver, extra: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("bay.db");
-        let service = ShipService::start(config(&db, extra), Arc::new(driver.clone()))
+        let service = ShipService::start(test_config(&db, extra), Arc::new(driver.clone()))
             .await
             .expect("service starts");
         Self {
@@ -66,9 +51,10 @@ impl Harness {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        self.service = ShipService::start(config(&self.db, &extra), Arc::new(self.driver.clone()))
-            .await
-            .expect("service restarts");
+        self.service =
+            ShipService::start(test_config(&self.db, &extra), Arc::new(self.driver.clone()))
+                .await
+                .expect("service restarts");
     }
 }
 

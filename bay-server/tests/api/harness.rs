@@ -6,16 +6,15 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use bay_core::config::Config;
 use bay_core::service::ShipService;
-use bay_core::testing::{FakeDriver, FakeShip};
+use bay_core::testing::{FakeDriver, FakeShip, test_config};
 use bay_server::AppState;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
-pub const TOKEN: &str = "test-token";
+pub const TOKEN: &str = bay_core::testing::TEST_TOKEN;
 
 pub struct TestApp {
     pub state: AppState,
@@ -23,20 +22,6 @@ pub struct TestApp {
     pub ship: FakeShip,
     pub driver: FakeDriver,
     _dir: tempfile::TempDir,
-}
-
-pub fn config(db: &std::path::Path, extra: &[(&str, &str)]) -> Config {
-    let mut pairs: Vec<(String, String)> = vec![
-        ("DATABASE_URL".into(), format!("sqlite://{}", db.display())),
-        ("SHIP_HEALTH_CHECK_TIMEOUT".into(), "2".into()),
-        ("SHIP_READY_POLL_MS".into(), "20".into()),
-        ("STATUS_CHECK_INTERVAL".into(), "3600".into()),
-        ("ACCESS_TOKEN".into(), TOKEN.into()),
-    ];
-    for (k, v) in extra {
-        pairs.push(((*k).into(), (*v).into()));
-    }
-    Config::from_pairs(pairs).expect("valid test configuration")
 }
 
 impl TestApp {
@@ -58,7 +43,7 @@ impl TestApp {
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let service = ShipService::start(
-            config(&dir.path().join("bay.db"), extra),
+            test_config(&dir.path().join("bay.db"), extra),
             Arc::new(driver.clone()),
         )
         .await
