@@ -23,6 +23,8 @@ const BENCH_LABEL: &str = "bay.bench=ship";
 pub enum Target {
     /// The ship agent in its image.
     Ship,
+    /// Streaming a large file through bay-server (upload and download) with the real driver.
+    Transfer,
 }
 
 #[derive(Debug, clap::Args)]
@@ -39,11 +41,15 @@ pub struct Args {
     /// Round trips per `docker exec` baseline (each takes tens of milliseconds).
     #[arg(long, default_value_t = 30)]
     baseline_runs: usize,
+    /// Size of the file `bench transfer` streams, in MB.
+    #[arg(long, default_value_t = 500)]
+    size_mb: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.target {
         Target::Ship => bench_ship(&args),
+        Target::Transfer => crate::bench_transfer::run(&args.image, args.size_mb),
     }
 }
 
@@ -183,7 +189,10 @@ fn bench_ship(args: &Args) -> anyhow::Result<()> {
             None,
         ),
     ];
-    print_table(&args.image, &rows);
+    print_table(
+        &format!("ship agent benchmark, image {}", args.image),
+        &rows,
+    );
     drop(http);
     drop(sleeper);
     drop(agent);
@@ -295,7 +304,7 @@ fn wait_healthy(addr: &str, agent: &Container) -> anyhow::Result<()> {
 // Output
 
 #[derive(Debug)]
-struct Row {
+pub(crate) struct Row {
     metric: &'static str,
     value: f64,
     unit: &'static str,
@@ -305,7 +314,7 @@ struct Row {
 }
 
 impl Row {
-    fn new(
+    pub(crate) fn new(
         metric: &'static str,
         value: f64,
         unit: &'static str,
@@ -324,9 +333,9 @@ impl Row {
     }
 }
 
-fn print_table(image: &str, rows: &[Row]) {
+pub(crate) fn print_table(title: &str, rows: &[Row]) {
     println!();
-    println!("ship agent benchmark, image {image}");
+    println!("{title}");
     println!(
         "{:<36} {:>10} {:>10} {:>8}  {:<12} baseline",
         "metric", "ship", "baseline", "ratio", "budget"

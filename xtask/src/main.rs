@@ -5,6 +5,7 @@
 
 mod bay_image;
 mod bench;
+mod bench_transfer;
 mod cmd;
 mod serve;
 mod ship_image;
