@@ -50,6 +50,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .collect();
         ship_image::build(&targets, false)?;
     }
+    // Doc tests and the Compose check first, so that the run ends with nextest's summary.
+    cmd::run(cmd::cargo().args(["test", "--workspace", "--all-features", "--doc"]))?;
+    if !args.no_image {
+        // The Compose deployment, end to end (Bay's image from the debug build).
+        crate::bay_image::compose_check(crate::bay_image::ComposeArgs {
+            no_build: false,
+            keep: false,
+            debug: true,
+        })?;
+    }
     let mut c = cmd::cargo();
     // The images `ship-image-tests` runs (see its crate documentation).
     c.env("BAY_SHIP_IMAGE", Flavour::Slim.default_tag())
@@ -63,16 +73,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "--no-fail-fast",
     ]);
     c.args(&args.nextest_args);
-    cmd::run(&mut c)?;
-    if !args.no_image {
-        // The Compose deployment, end to end (Bay's image from the debug build just tested).
-        crate::bay_image::compose_check(crate::bay_image::ComposeArgs {
-            no_build: false,
-            keep: false,
-            debug: true,
-        })?;
-    }
-    cmd::run(cmd::cargo().args(["test", "--workspace", "--all-features", "--doc"]))
+    cmd::run(&mut c)
 }
 
 /// Installs cargo-nextest from crates.io when this machine does not have it.
