@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
@@ -50,6 +52,37 @@ pub fn test_config(db: &std::path::Path, extra: &[(&str, &str)]) -> Config {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
     );
     Config::from_pairs(pairs).expect("valid test configuration")
+}
+
+/// A write lock held on a Bay database by another connection (see [`lock_database`]).
+pub struct DatabaseLock {
+    conn: diesel::sqlite::SqliteConnection,
+}
+
+impl std::fmt::Debug for DatabaseLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseLock").finish_non_exhaustive()
+    }
+}
+
+impl Drop for DatabaseLock {
+    fn drop(&mut self) {
+        use diesel::connection::SimpleConnection;
+        let _ = self.conn.batch_execute("ROLLBACK");
+    }
+}
+
+/// Takes the write lock of the SQLite database at `db` from a separate connection and holds it
+/// until the guard is dropped: every Bay transaction (`BEGIN IMMEDIATE`) then waits, and fails
+/// after SQLite's busy timeout. Simulates a database that does not answer.
+pub fn lock_database(db: &std::path::Path) -> DatabaseLock {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    let url = db.to_str().expect("UTF-8 database path");
+    let mut conn = diesel::sqlite::SqliteConnection::establish(url).expect("open the database");
+    conn.batch_execute("PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE")
+        .expect("take the write lock");
+    DatabaseLock { conn }
 }
 
 /// Driver methods, for call records and failure injection.
@@ -96,6 +129,7 @@ struct State {
     data: HashSet<String>,
     failures: HashMap<Op, (DriverError, Option<usize>)>,
     delays: HashMap<Op, Duration>,
+    panics: HashSet<Op>,
     peak_live: usize,
     next_id: usize,
 }
@@ -128,12 +162,19 @@ impl FakeDriver {
 
     /// Stops injecting failures into `op`.
     pub fn heal(&self, op: Op) {
-        self.state().failures.remove(&op);
+        let mut s = self.state();
+        s.failures.remove(&op);
+        s.panics.remove(&op);
     }
 
     /// Delays every call of `op`.
     pub fn delay(&self, op: Op, by: Duration) {
         self.state().delays.insert(op, by);
+    }
+
+    /// Makes every call of `op` panic (a bug in a driver), until [`FakeDriver::heal`].
+    pub fn panic_on(&self, op: Op) {
+        self.state().panics.insert(op);
     }
 
     /// The calls so far.
@@ -214,6 +255,10 @@ impl FakeDriver {
                 op,
                 arg: arg.to_owned(),
             });
+            if s.panics.contains(&op) {
+                drop(s);
+                panic!("injected panic in {op:?}");
+            }
             if let Some((err, times)) = s.failures.get_mut(&op) {
                 let err = err.clone();
                 match times {
@@ -340,7 +385,16 @@ struct ShipState {
 
 /// An in-process fake ship agent on 127.0.0.1. It answers `/health` (unless made unhealthy),
 /// `/shell/exec` (echoes the command; `sleep_ms` in the payload delays the answer), any route
-/// with `fail_status` in its payload with that status, every other route with a JSON echo, `/upload` (stores the bytes) and `/download` (returns them).
+/// with `fail_status` in its payload with that status, any route with `huge_bytes: n` in its
+/// payload with a 200 body of `n` spaces (chunked; with `Content-Length` when the payload also
+/// has `declare_length: true`), every other route with a JSON echo, `/upload` (stores the bytes)
+/// and `/download` (returns them).
+///
+/// Magic file paths: an upload to `soft-fail…` answers 200 with `success: false` and the error
+/// `disk quota exceeded`; an upload to `stall…` or a download of `stall…` answers only after
+/// [`STALL`]; a download of `broken…` sends the headers (`Content-Length` 1 MiB) and 64 KiB,
+/// then fails the connection; a download of `stall-mid…` sends the headers and 64 KiB, then
+/// nothing more.
 ///
 /// `/term/ws` is a WebSocket echo: text and binary messages come back unchanged, except the
 /// text `close:<code>` (the agent closes with that code and reason `bye`) and `big:<n>` (the
@@ -413,8 +467,58 @@ impl FakeShip {
     }
 }
 
-fn json_response(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+/// How long the fake agent stalls on the magic `stall…` paths.
+pub const STALL: Duration = Duration::from_secs(10);
+
+type ShipBody = UnsyncBoxBody<Bytes, std::io::Error>;
+
+fn full(bytes: Bytes) -> ShipBody {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A streamed body of `chunks`, then the end, an error, or nothing ever (`tail`).
+fn chunked(chunks: Vec<Bytes>, tail: Tail) -> ShipBody {
+    use futures::StreamExt;
+    let data = futures::stream::iter(chunks.into_iter().map(|c| Ok(Frame::data(c))));
+    let stream = match tail {
+        Tail::End => data.boxed(),
+        Tail::Fail => data
+            .chain(futures::stream::once(async {
+                // Late enough for the headers and the data to be flushed first.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Err(std::io::Error::other("simulated failure"))
+            }))
+            .boxed(),
+        Tail::Hang => data.chain(futures::stream::pending()).boxed(),
+    };
+    BodyExt::boxed_unsync(StreamBody::new(stream))
+}
+
+#[derive(Clone, Copy)]
+enum Tail {
+    End,
+    Fail,
+    Hang,
+}
+
+/// `n` spaces in 1 MiB chunks that share one buffer.
+fn spaces(n: u64) -> Vec<Bytes> {
+    const CHUNK: u64 = 1 << 20;
+    let block = Bytes::from(vec![b' '; CHUNK as usize]);
+    let mut out = Vec::new();
+    let mut left = n;
+    while left > 0 {
+        let len = left.min(CHUNK);
+        out.push(block.slice(..usize::try_from(len).unwrap_or(0)));
+        left -= len;
+    }
+    out
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<ShipBody> {
+    let mut r = Response::new(full(Bytes::from(v.to_string())));
     *r.status_mut() = status;
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -433,7 +537,7 @@ fn header(req: &Request<Incoming>, name: &str) -> Option<String> {
 async fn handle(
     st: Arc<ShipState>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<ShipBody>, Infallible> {
     let path = req.uri().path().to_owned();
     if path == "/health" {
         st.health_checks.fetch_add(1, Ordering::SeqCst);
@@ -501,7 +605,15 @@ async fn handle(
                     StatusCode::FORBIDDEN,
                     &json!({"detail": "Access denied: path must be within workspace /home/u/workspace"}),
                 ),
+                Some(p) if p.starts_with("soft-fail") => json_response(
+                    StatusCode::OK,
+                    &json!({"success": false, "message": "File upload failed", "file_path": null,
+                            "size": null, "error": "disk quota exceeded"}),
+                ),
                 Some(p) => {
+                    if p.starts_with("stall") {
+                        tokio::time::sleep(STALL).await;
+                    }
                     let size = data.len();
                     st.files
                         .lock()
@@ -530,6 +642,22 @@ async fn handle(
                         .into_owned()
                 })
                 .unwrap_or_default();
+            if file_path.starts_with("stall-mid") || file_path.starts_with("broken") {
+                let tail = if file_path.starts_with("broken") {
+                    Tail::Fail
+                } else {
+                    Tail::Hang
+                };
+                let mut r = Response::new(chunked(spaces(64 << 10), tail));
+                r.headers_mut().insert(
+                    hyper::header::CONTENT_LENGTH,
+                    hyper::header::HeaderValue::from(1u64 << 20),
+                );
+                return Ok(r);
+            }
+            if file_path.starts_with("stall") {
+                tokio::time::sleep(STALL).await;
+            }
             let file = st
                 .files
                 .lock()
@@ -538,7 +666,7 @@ async fn handle(
                 .cloned();
             match file {
                 Some(bytes) => {
-                    let mut r = Response::new(Full::new(bytes));
+                    let mut r = Response::new(full(bytes));
                     r.headers_mut().insert(
                         hyper::header::CONTENT_TYPE,
                         hyper::header::HeaderValue::from_static("application/octet-stream"),
@@ -547,6 +675,17 @@ async fn handle(
                 }
                 None => json_response(StatusCode::NOT_FOUND, &json!({"detail": "File not found"})),
             }
+        }
+        _ if payload.get("huge_bytes").is_some() => {
+            let n = payload["huge_bytes"].as_u64().unwrap_or(0);
+            let mut r = Response::new(chunked(spaces(n), Tail::End));
+            if payload.get("declare_length") == Some(&Value::Bool(true)) {
+                r.headers_mut().insert(
+                    hyper::header::CONTENT_LENGTH,
+                    hyper::header::HeaderValue::from(n),
+                );
+            }
+            r
         }
         _ if payload.get("fail_status").is_some() => json_response(
             payload["fail_status"]
@@ -564,7 +703,7 @@ async fn handle(
 }
 
 /// Accepts a WebSocket upgrade on `/term/ws` and echoes messages (see [`FakeShip`]).
-fn terminal_upgrade(st: &Arc<ShipState>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn terminal_upgrade(st: &Arc<ShipState>, mut req: Request<Incoming>) -> Response<ShipBody> {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
@@ -631,7 +770,7 @@ fn terminal_upgrade(st: &Arc<ShipState>, mut req: Request<Incoming>) -> Response
             }
         }
     });
-    let mut r = Response::new(Full::new(Bytes::new()));
+    let mut r = Response::new(full(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
     h.insert(
