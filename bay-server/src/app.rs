@@ -1,10 +1,13 @@
 //! The application: shared state, the router with its layers, and serving with graceful
 //! shutdown.
 //!
-//! Layers, outermost first: panics become 500 JSON; CORS (§2.9) answers preflights; request
-//! tracing; metrics and the JSON bodies of router-generated 404/405; then routing, and for
-//! authenticated routes the bearer check (a `route_layer`, so unknown paths and wrong methods
-//! answer 404/405 without credentials).
+//! Routing comes first (bay-api.md §2.4): axum applies `Router::layer` layers to each route and
+//! to the fallback, so they all run after the path was matched. Layers, outermost first: JSON
+//! responses get `charset=utf-8` (§2.1); panics in the layers below become 500 JSON; CORS
+//! (§2.9) answers preflights of known paths; request tracing; metrics and the JSON bodies of
+//! router-generated 405s; panics in handlers become 500 JSON (so they are counted and get CORS
+//! headers); then the handler, and for authenticated routes the bearer check (a `route_layer`,
+//! so unknown paths and wrong methods answer 404/405 without credentials).
 
 use std::any::Any;
 use std::sync::Arc;
@@ -39,6 +42,9 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// how often terminal input touches the session (30 s)
     pub terminal_touch_interval: Duration,
+    /// how long `/health` waits for the database before answering 503 (5 s; SQLite's own busy
+    /// timeout is longer)
+    pub health_timeout: Duration,
 }
 
 impl AppState {
@@ -54,6 +60,7 @@ impl AppState {
             metrics: Arc::default(),
             shutdown: CancellationToken::new(),
             terminal_touch_interval: Duration::from_secs(30),
+            health_timeout: Duration::from_secs(5),
             service,
         }
     }
@@ -82,6 +89,7 @@ pub fn router_with(state: AppState) -> Router {
     router
         .fallback(|| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::disable())
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn_with_state(state.clone(), finish))
         .layer(TraceLayer::new_for_http())
         .layer(middleware::from_fn_with_state(
@@ -89,7 +97,23 @@ pub fn router_with(state: AppState) -> Router {
             crate::cors::cors,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::map_response(json_charset))
         .with_state(state)
+}
+
+/// `application/json` → `application/json; charset=utf-8` (bay-api.md §2.1).
+async fn json_charset(mut response: Response) -> Response {
+    if response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/json")
+    {
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+    }
+    response
 }
 
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {

@@ -1,8 +1,9 @@
 //! CORS exactly as bay-api.md §2.9: `CORS_ALLOW_ORIGINS` (`*`, a list, or empty = disabled)
-//! and `CORS_ALLOW_CREDENTIALS`. Preflights are answered here, before authentication; a
-//! disabled CORS layer lets them reach the router, which answers 405.
+//! and `CORS_ALLOW_CREDENTIALS`. Preflights of known paths are answered here, after routing
+//! and before authentication (§2.4); a preflight of an unknown path gets the router's 404, and
+//! a disabled CORS layer lets preflights reach the router, which answers 405.
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bay_core::config::CorsOrigins;
@@ -66,7 +67,9 @@ pub async fn cors(State(state): State<AppState>, req: Request, next: Next) -> Re
     let Some(origin) = origin else {
         return next.run(req).await;
     };
+    // This layer runs after routing: `MatchedPath` is absent only for the 404 fallback.
     let preflight = req.method() == Method::OPTIONS
+        && req.extensions().get::<MatchedPath>().is_some()
         && req
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);

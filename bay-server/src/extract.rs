@@ -2,7 +2,7 @@
 //! bay-api.md §2.1, and raw query strings.
 
 use axum::body::Body;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
 use futures::StreamExt;
 use http::request::Parts;
 use http::{HeaderMap, header};
@@ -164,6 +164,35 @@ impl FromRequest<AppState> for JsonBody {
             Ok(value) => Self::Json(value),
             Err(entry) => Self::Invalid(vec![entry]),
         })
+    }
+}
+
+/// The one `{…}` parameter of the matched route, percent-decoded. Any string is an id
+/// (bay-api.md §4.1): invalid UTF-8 is replaced by U+FFFD instead of being refused with axum's
+/// plain-text 400, so such an id answers the route's JSON 404 like any unknown one.
+#[derive(Debug)]
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let index = parts
+            .extensions
+            .get::<MatchedPath>()
+            .and_then(|m| m.as_str().split('/').position(|s| s.starts_with('{')));
+        let raw = index.and_then(|i| parts.uri.path().split('/').nth(i));
+        let Some(raw) = raw else {
+            return Err(ApiError::Internal(format!(
+                "no path parameter in {}",
+                parts.uri.path()
+            )));
+        };
+        Ok(Self(
+            percent_encoding::percent_decode_str(raw)
+                .decode_utf8_lossy()
+                .into_owned(),
+        ))
     }
 }
 

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bay_core::model::{SizeField, SpecRequest, parse_spec_size};
 use bay_core::service::CreateShip;
@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use crate::app::AppState;
 use crate::error::{ApiError, Op};
-use crate::extract::{JsonBody, Query};
+use crate::extract::{JsonBody, PathParam, Query};
 use crate::validate::{Fields, Violations, coerce_int, loc};
 
 type ApiResult = Result<Response, ApiError>;
@@ -32,21 +32,33 @@ pub async fn root() -> Response {
     Json(json!({"status": "ok", "message": "Welcome to Bay API"})).into_response()
 }
 
-/// `GET /health`: 503 when the database does not answer.
+/// `GET /health`: 503 when the database fails or does not answer within
+/// [`AppState::health_timeout`].
+///
+/// The check runs in its own task, which is left to finish when the timeout passes: dropping a
+/// database future of diesel-async's `SyncConnectionWrapper` blocks the thread until the query
+/// ends (and panics on a current-thread runtime), so the query must not be cancelled.
 pub async fn health(State(state): State<AppState>) -> Response {
-    match state.service.health().await {
-        Ok(()) => {
-            Json(json!({"status": "ok", "message": "Bay service is running"})).into_response()
+    let service = state.service.clone();
+    let check = tokio::spawn(async move { service.health().await });
+    let failure = match tokio::time::timeout(state.health_timeout, check).await {
+        Ok(Ok(Ok(()))) => {
+            return Json(json!({"status": "ok", "message": "Bay service is running"}))
+                .into_response();
         }
-        Err(e) => {
-            tracing::error!(error = %e, "health check: database unavailable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "error", "message": "Database unavailable"})),
-            )
-                .into_response()
-        }
-    }
+        Ok(Ok(Err(e))) => e.to_string(),
+        Ok(Err(join)) => format!("health check task failed: {join}"),
+        Err(_) => format!(
+            "the database did not answer within {:?}",
+            state.health_timeout
+        ),
+    };
+    tracing::error!(error = %failure, "health check: database unavailable");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"status": "error", "message": "Database unavailable"})),
+    )
+        .into_response()
 }
 
 /// `GET /stat`
@@ -153,18 +165,21 @@ pub async fn create_ship(
 }
 
 /// `GET /ship/{ship_id}`
-pub async fn get_ship(State(state): State<AppState>, Path(ship_id): Path<String>) -> ApiResult {
+pub async fn get_ship(State(state): State<AppState>, PathParam(ship_id): PathParam) -> ApiResult {
     ok(state.service.get_ship(&ship_id).await?)
 }
 
 /// `DELETE /ship/{ship_id}`
-pub async fn stop_ship(State(state): State<AppState>, Path(ship_id): Path<String>) -> ApiResult {
+pub async fn stop_ship(State(state): State<AppState>, PathParam(ship_id): PathParam) -> ApiResult {
     state.service.stop_ship(&ship_id).await?;
     no_content()
 }
 
 /// `DELETE /ship/{ship_id}/permanent`
-pub async fn delete_ship(State(state): State<AppState>, Path(ship_id): Path<String>) -> ApiResult {
+pub async fn delete_ship(
+    State(state): State<AppState>,
+    PathParam(ship_id): PathParam,
+) -> ApiResult {
     state.service.delete_ship(&ship_id).await?;
     no_content()
 }
@@ -172,7 +187,7 @@ pub async fn delete_ship(State(state): State<AppState>, Path(ship_id): Path<Stri
 /// `POST /ship/{ship_id}/extend-ttl`
 pub async fn extend_ship_ttl(
     State(state): State<AppState>,
-    Path(ship_id): Path<String>,
+    PathParam(ship_id): PathParam,
     body: JsonBody,
 ) -> ApiResult {
     let mut v = Violations::new();
@@ -190,7 +205,7 @@ pub async fn extend_ship_ttl(
 /// `POST /ship/{ship_id}/start` (body optional)
 pub async fn start_ship(
     State(state): State<AppState>,
-    Path(ship_id): Path<String>,
+    PathParam(ship_id): PathParam,
     headers: HeaderMap,
     body: JsonBody,
 ) -> ApiResult {
@@ -213,7 +228,7 @@ pub async fn start_ship(
 /// `GET /ship/logs/{ship_id}?tail=`
 pub async fn ship_logs(
     State(state): State<AppState>,
-    Path(ship_id): Path<String>,
+    PathParam(ship_id): PathParam,
     query: Query,
 ) -> ApiResult {
     let mut v = Violations::new();
@@ -237,16 +252,17 @@ pub async fn ship_logs(
 /// `GET /ship/{ship_id}/sessions`
 pub async fn ship_sessions(
     State(state): State<AppState>,
-    Path(ship_id): Path<String>,
+    PathParam(ship_id): PathParam,
 ) -> ApiResult {
     let sessions = state.service.ship_sessions(&ship_id).await?;
-    ok(json!({"ship_id": ship_id, "total": sessions.len(), "sessions": sessions}))
+    let total = sessions.len();
+    ok(json!({"ship_id": ship_id, "sessions": sessions, "total": total}))
 }
 
 /// `POST /ship/{ship_id}/exec`: the §4.15 envelope around the agent's JSON.
 pub async fn exec(
     State(state): State<AppState>,
-    Path(ship_id): Path<String>,
+    PathParam(ship_id): PathParam,
     headers: HeaderMap,
     body: JsonBody,
 ) -> ApiResult {
@@ -280,13 +296,14 @@ pub async fn exec(
 /// `GET /sessions`
 pub async fn list_sessions(State(state): State<AppState>) -> ApiResult {
     let sessions = state.service.list_sessions().await?;
-    ok(json!({"total": sessions.len(), "sessions": sessions}))
+    let total = sessions.len();
+    ok(json!({"sessions": sessions, "total": total}))
 }
 
 /// `GET /sessions/{session_id}?ship_id=`
 pub async fn get_session(
     State(state): State<AppState>,
-    Path(session): Path<String>,
+    PathParam(session): PathParam,
     query: Query,
 ) -> ApiResult {
     ok(state
@@ -298,7 +315,7 @@ pub async fn get_session(
 /// `POST /sessions/{session_id}/extend-ttl?ship_id=` (unknown keys ignored; bounds → 400)
 pub async fn extend_session_ttl(
     State(state): State<AppState>,
-    Path(session): Path<String>,
+    PathParam(session): PathParam,
     query: Query,
     body: JsonBody,
 ) -> ApiResult {
@@ -318,7 +335,7 @@ pub async fn extend_session_ttl(
 /// `DELETE /sessions/{session_id}?ship_id=`
 pub async fn delete_session(
     State(state): State<AppState>,
-    Path(session): Path<String>,
+    PathParam(session): PathParam,
     query: Query,
 ) -> ApiResult {
     state

@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant};
 
 use axum::Json;
+use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bay_core::config::WsRejectMode;
 use bay_core::model::is_valid_session_id;
@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use crate::app::AppState;
 use crate::auth::{authorization, check_authorization, token_matches};
 use crate::error::TerminalReject;
-use crate::extract::Query;
+use crate::extract::{PathParam, Query};
 use crate::validate::parse_int_str;
 
 /// Largest WebSocket message relayed in either direction.
@@ -109,7 +109,7 @@ fn dimension(query: &Query, name: &str, default: u16) -> Option<u16> {
 /// `GET /ship/{ship_id}/term` (WebSocket).
 pub async fn terminal(
     State(state): State<AppState>,
-    Path(ship_id): Path<String>,
+    PathParam(ship_id): PathParam,
     headers: HeaderMap,
     query: Query,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
@@ -138,17 +138,19 @@ pub async fn terminal(
     let (Some(session), Some(cols), Some(rows)) = (session, cols, rows) else {
         return reject(ws, close_mode, TerminalReject::invalid_query());
     };
+    // A request that is not a WebSocket handshake is refused before checks 3 and 4, which
+    // touch (and may re-activate) the session's relation.
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(response) => return response,
+    };
     let target = match state
         .service
         .open_terminal(&ship_id, session, cols, rows)
         .await
     {
         Ok(t) => t,
-        Err(e) => return reject(ws, close_mode, TerminalReject::from_core(e)),
-    };
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(response) => return response,
+        Err(e) => return reject(Ok(ws), close_mode, TerminalReject::from_core(e)),
     };
     let session = session.to_owned();
     ws.max_message_size(MAX_MESSAGE)

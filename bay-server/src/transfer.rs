@@ -6,7 +6,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -17,7 +17,7 @@ use tokio_util::io::ReaderStream;
 
 use crate::app::AppState;
 use crate::error::{ApiError, Op};
-use crate::extract::Query;
+use crate::extract::{PathParam, Query};
 use crate::validate::{Violations, loc};
 
 /// Slack above `MAX_UPLOAD_SIZE` for the whole multipart body (headers, other parts).
@@ -104,7 +104,7 @@ async fn read_multipart(body: Body, boundary: String, max: u64) -> Result<Parts,
 /// `POST /ship/{ship_id}/upload`
 pub async fn upload(
     State(state): State<AppState>,
-    Path(ship_id): Path<String>,
+    PathParam(ship_id): PathParam,
     req: Request,
 ) -> Result<Response, ApiError> {
     let (head, body) = req.into_parts();
@@ -218,7 +218,7 @@ pub fn content_disposition(file_path: &str) -> String {
 /// `GET /ship/{ship_id}/download?file_path=`
 pub async fn download(
     State(state): State<AppState>,
-    Path(ship_id): Path<String>,
+    PathParam(ship_id): PathParam,
     headers: HeaderMap,
     query: Query,
 ) -> Result<Response, ApiError> {

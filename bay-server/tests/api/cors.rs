@@ -104,3 +104,32 @@ async fn disabled_cors_sends_no_headers_and_preflights_get_405() {
         .await;
     assert!(r.header("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn preflights_of_unknown_paths_are_404() {
+    let app = TestApp::new().await;
+    for path in ["/nope", "/ships/", "/ship/x/unknown"] {
+        let r = app
+            .req(http::Method::OPTIONS, path)
+            .no_auth()
+            .header("origin", "http://dash.example")
+            .header("access-control-request-method", "GET")
+            .send()
+            .await;
+        r.assert_detail(404, "Not Found");
+        assert!(r.header("access-control-allow-methods").is_none(), "{path}");
+    }
+    // Path parameters match any value.
+    let r = app
+        .req(http::Method::OPTIONS, "/ship/any-id/exec")
+        .no_auth()
+        .header("origin", "http://dash.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-methods"),
+        Some("GET, POST, DELETE, OPTIONS")
+    );
+}

@@ -161,3 +161,38 @@ async fn invalid_answers_and_broken_connections_are_502() {
         r.text()
     );
 }
+
+#[tokio::test]
+async fn ship_responses_over_64_mib_are_502() {
+    let app = TestApp::new().await;
+    let id = app.create_ship("s1").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let exec = |payload: serde_json::Value| {
+        app.post(&format!("/ship/{id}/exec"))
+            .session("s1")
+            .json(&json!({"type": "fs/read_file", "payload": payload}))
+            .send()
+    };
+    let limit: u64 = 64 << 20;
+    // Streamed without a length: refused once the bytes read pass the limit.
+    exec(json!({"huge_bytes": limit + 1}))
+        .await
+        .assert_detail(502, "Ship response too large");
+    // A declared length above the limit is refused before reading.
+    exec(json!({"huge_bytes": limit + 1, "declare_length": true}))
+        .await
+        .assert_detail(502, "Ship response too large");
+    // Exactly the limit is read (it is whitespace, so not JSON: 502 invalid response).
+    let r = exec(json!({"huge_bytes": limit})).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(
+        r.json()["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Ship returned an invalid response: "),
+        "{}",
+        r.text()
+    );
+}

@@ -60,6 +60,11 @@ impl TestApp {
         }
     }
 
+    /// The SQLite database file of this app.
+    pub fn db_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("bay.db")
+    }
+
     /// A request with the valid bearer token.
     pub fn req(&self, method: Method, path: &str) -> Req<'_> {
         Req {

@@ -6,6 +6,7 @@ mod auth_routing;
 mod cors;
 mod exec;
 mod meta;
+mod robustness;
 mod sessions;
 mod ships;
 mod terminal;

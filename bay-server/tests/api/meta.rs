@@ -87,3 +87,109 @@ async fn graceful_shutdown_closes_terminals_and_stops_serving() {
     // Ships keep running across a shutdown.
     assert_eq!(app.driver.containers().len(), 1);
 }
+
+/// bay-api.md §4.1, verbatim: (method, path, bearer auth, `X-SESSION-ID` required).
+const SECTION_4_1: &[(&str, &str, bool, bool)] = &[
+    ("get", "/", false, false),
+    ("get", "/health", false, false),
+    ("get", "/stat", false, false),
+    ("get", "/stat/overview", true, false),
+    ("get", "/ships", true, false),
+    ("post", "/ship", true, true),
+    ("get", "/ship/{ship_id}", true, false),
+    ("delete", "/ship/{ship_id}", true, false),
+    ("delete", "/ship/{ship_id}/permanent", true, false),
+    ("post", "/ship/{ship_id}/extend-ttl", true, false),
+    ("post", "/ship/{ship_id}/start", true, true),
+    ("get", "/ship/logs/{ship_id}", true, false),
+    ("get", "/ship/{ship_id}/sessions", true, false),
+    ("post", "/ship/{ship_id}/exec", true, true),
+    ("post", "/ship/{ship_id}/upload", true, true),
+    ("get", "/ship/{ship_id}/download", true, true),
+    // WS: the handshake is a GET; the token may be in the query, so no bearer scheme.
+    ("get", "/ship/{ship_id}/term", false, false),
+    ("get", "/sessions", true, false),
+    ("get", "/sessions/{session_id}", true, false),
+    ("post", "/sessions/{session_id}/extend-ttl", true, false),
+    ("delete", "/sessions/{session_id}", true, false),
+];
+
+/// Served and documented beyond §4.1 (§1 allows `/openapi.json`; `/metrics` needs the token).
+const EXTRA: &[(&str, &str)] = &[("get", "/metrics"), ("get", "/openapi.json")];
+
+#[tokio::test]
+async fn openapi_lists_exactly_the_routes_of_section_4_1() {
+    let app = TestApp::new().await;
+    let doc = app.get("/openapi.json").no_auth().send().await.json();
+    let mut documented = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.push((method.clone(), path.clone()));
+        }
+    }
+    let mut expected: Vec<(String, String)> = SECTION_4_1
+        .iter()
+        .map(|(m, p, _, _)| ((*m).to_owned(), (*p).to_owned()))
+        .chain(
+            EXTRA
+                .iter()
+                .map(|(m, p)| ((*m).to_owned(), (*p).to_owned())),
+        )
+        .collect();
+    documented.sort();
+    expected.sort();
+    assert_eq!(documented, expected);
+
+    for (method, path, auth, session) in SECTION_4_1 {
+        let op = &doc["paths"][path][method];
+        assert_eq!(
+            op.get("security").is_some(),
+            *auth,
+            "{method} {path}: security"
+        );
+        let params = op["parameters"].as_array().unwrap();
+        let has = |name: &str, place: &str| {
+            params
+                .iter()
+                .any(|p| p["name"] == name && p["in"] == place && p["required"] == true)
+        };
+        assert_eq!(
+            has("X-SESSION-ID", "header"),
+            *session,
+            "{method} {path}: X-SESSION-ID"
+        );
+        for seg in path.split('/') {
+            if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                assert!(has(name, "path"), "{method} {path}: path parameter {name}");
+            }
+        }
+        // The router serves it: no credentials gives 403 (bearer routes) or an answer that is
+        // neither 404 nor 405 (public routes; the terminal refuses with 401).
+        let uri = path
+            .replace("{ship_id}", "some-ship")
+            .replace("{session_id}", "some-session");
+        let r = app
+            .req(method.to_uppercase().parse().unwrap(), &uri)
+            .no_auth()
+            .send()
+            .await;
+        if *auth {
+            r.assert_detail(403, "Not authenticated");
+        } else {
+            assert!(
+                ![404, 405].contains(&r.status.as_u16()) || path.starts_with("/ship/"),
+                "{method} {path}: {} {}",
+                r.status,
+                r.text()
+            );
+            assert_ne!(r.status, 405, "{method} {path}");
+        }
+    }
+    assert!(
+        doc["paths"]["/ship/{ship_id}/download"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "file_path" && p["in"] == "query" && p["required"] == true)
+    );
+}

@@ -104,3 +104,44 @@ async fn deleting_the_last_session_stops_the_ship() {
         0
     );
 }
+
+/// `serde_json`'s `preserve_order` keeps keys in the order they were written.
+fn keys(v: &serde_json::Value) -> Vec<&str> {
+    v.as_object().unwrap().keys().map(String::as_str).collect()
+}
+
+#[tokio::test]
+async fn list_bodies_keep_the_contract_key_order() {
+    let app = TestApp::new().await;
+    let id = app.create_ship("s1").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app.get("/sessions").send().await.json();
+    assert_eq!(keys(&r), ["sessions", "total"]);
+    assert_eq!(
+        keys(&r["sessions"][0]),
+        [
+            "id",
+            "session_id",
+            "ship_id",
+            "created_at",
+            "last_activity",
+            "expires_at",
+            "initial_ttl",
+            "is_active"
+        ]
+    );
+    let r = app.get(&format!("/ship/{id}/sessions")).send().await.json();
+    assert_eq!(keys(&r), ["ship_id", "sessions", "total"]);
+    let r = app.get("/stat/overview").send().await.json();
+    assert_eq!(
+        keys(&r),
+        ["service", "version", "status", "ships", "sessions"]
+    );
+    assert_eq!(
+        keys(&r["ships"]),
+        ["total", "running", "stopped", "creating"]
+    );
+    assert_eq!(keys(&r["sessions"]), ["total", "active"]);
+}

@@ -312,3 +312,31 @@ async fn client_input_touches_the_session() {
     // The client closing ends the relay.
     ws.close(None).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_plain_get_is_refused_without_touching_the_session() {
+    let app = TestApp::new().await;
+    let id = app.create_ship("s1").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = app.get("/sessions/s1").send().await.json();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let r = app
+        .get(&format!("/ship/{id}/term?token={TOKEN}&session_id=s1"))
+        .no_auth()
+        .send()
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["detail"].is_string(), "{}", r.text());
+    assert_eq!(app.get("/sessions/s1").send().await.json(), before);
+    assert!(app.ship.seen().iter().all(|s| s.path != "/term/ws"));
+    // The token is still checked first.
+    let r = app
+        .get(&format!("/ship/{id}/term?session_id=s1"))
+        .no_auth()
+        .send()
+        .await;
+    r.assert_detail(401, "Unauthorized");
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+}

@@ -2,6 +2,8 @@
 
 use serde_json::json;
 
+use std::time::{Duration, Instant};
+
 use crate::harness::TestApp;
 
 const BOUNDARY: &str = "XyZbOuNdArY";
@@ -214,4 +216,102 @@ async fn upload_and_download_status_mapping() {
     dl("s1", "?file_path=a")
         .await
         .assert_detail(404, "Ship not found or not running");
+}
+
+async fn app_with_ship(extra: &[(&str, &str)]) -> (TestApp, String) {
+    let app = TestApp::with(extra).await;
+    let id = app.create_ship("s1").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (app, id)
+}
+
+#[tokio::test]
+async fn upload_answered_with_success_false_is_500() {
+    let (app, id) = app_with_ship(&[]).await;
+    app.post(&format!("/ship/{id}/upload"))
+        .session("s1")
+        .header("content-type", CT)
+        .body(multipart(&[
+            ("file", b"x"),
+            ("file_path", b"soft-fail.txt"),
+        ]))
+        .send()
+        .await
+        .assert_detail(500, "File upload failed: disk quota exceeded");
+}
+
+#[tokio::test]
+async fn stalled_transfers_time_out_with_504() {
+    let (app, id) = app_with_ship(&[("SHIP_TRANSFER_TIMEOUT", "1")]).await;
+    let started = Instant::now();
+    app.post(&format!("/ship/{id}/upload"))
+        .session("s1")
+        .header("content-type", CT)
+        .body(multipart(&[("file", b"x"), ("file_path", b"stall.txt")]))
+        .send()
+        .await
+        .assert_detail(504, "File upload timeout");
+    app.get(&format!("/ship/{id}/download?file_path=stall.txt"))
+        .session("s1")
+        .send()
+        .await
+        .assert_detail(504, "File download timeout");
+    // Both gave up after about a second each, long before the agent's stall ends.
+    assert!(
+        started.elapsed() < bay_core::testing::STALL,
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Reads a download over a real connection: the status, then the body or its error.
+async fn download_over_tcp(
+    addr: std::net::SocketAddr,
+    id: &str,
+    file_path: &str,
+) -> (u16, Option<String>, Result<usize, String>) {
+    let response = reqwest::Client::new()
+        .get(format!(
+            "http://{addr}/ship/{id}/download?file_path={file_path}"
+        ))
+        .bearer_auth(crate::harness::TOKEN)
+        .header("x-session-id", "s1")
+        .send()
+        .await
+        .expect("headers arrive");
+    let status = response.status().as_u16();
+    let length = response
+        .headers()
+        .get("content-length")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = tokio::time::timeout(Duration::from_secs(20), response.bytes())
+        .await
+        .expect("the body ends");
+    (
+        status,
+        length,
+        body.map(|b| b.len()).map_err(|e| e.to_string()),
+    )
+}
+
+#[tokio::test]
+async fn a_download_failing_after_the_headers_aborts_the_response() {
+    let (app, id) = app_with_ship(&[("SHIP_TRANSFER_TIMEOUT", "1")]).await;
+    let addr = app.serve().await;
+    // The agent fails the connection after 64 KiB of 1 MiB.
+    let (status, length, body) = download_over_tcp(addr, &id, "broken.bin").await;
+    assert_eq!((status, length.as_deref()), (200, Some("1048576")));
+    assert!(
+        body.is_err(),
+        "a truncated body must not look complete: {body:?}"
+    );
+    // The agent stops sending after 64 KiB: the idle timeout ends the relay the same way.
+    let (status, _, body) = download_over_tcp(addr, &id, "stall-mid.bin").await;
+    assert_eq!(status, 200);
+    assert!(body.is_err(), "{body:?}");
+    // Bay still serves the ship afterwards.
+    let r = app.get(&format!("/ship/{id}")).send().await;
+    assert_eq!(r.json()["status"], 1);
 }
