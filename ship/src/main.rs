@@ -207,6 +207,14 @@ async fn signals(state: St) {
     }
     // Let terminal close frames go out.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // Pending metadata writes complete (a user being created finishes first), and no new
+    // one starts before the exit.
+    let st = state.clone();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::task::spawn_blocking(move || st.users.quiesced(|| std::process::exit(0))),
+    )
+    .await;
     std::process::exit(0);
 }
 

@@ -89,6 +89,37 @@ impl Procs {
     }
 }
 
+/// Sends `sig` to every process of the session `sid` (whatever its process group: job
+/// control gives every job of an interactive shell a group of its own).
+pub fn signal_session(sid: i32, sig: i32) {
+    if sid <= 1 {
+        return;
+    }
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        // state, ppid, pgrp, session
+        if rest
+            .split_whitespace()
+            .nth(3)
+            .and_then(|s| s.parse::<i32>().ok())
+            == Some(sid)
+        {
+            sys::kill(pid, sig);
+        }
+    }
+}
+
 /// Whether any non-zombie process belongs to one of `groups`.
 pub fn any_alive(groups: &[i32]) -> bool {
     let Ok(rd) = std::fs::read_dir("/proc") else {

@@ -204,7 +204,13 @@ impl Collector {
     }
 }
 
-/// Runs one cell with the session's interpreter. `cancel` resolves when the caller is gone.
+/// `t + d`, saturating at a far-future instant: any `timeout` is valid (§6.1), and the huge
+/// ones mean "no practical limit" rather than an overflow.
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .unwrap_or_else(|| t + Duration::from_secs(100 * 365 * 86_400))
+}
+
 /// One execution request.
 #[derive(Debug)]
 struct Cell {
@@ -214,6 +220,7 @@ struct Cell {
     arrival: Instant,
 }
 
+/// Runs one cell with the session's interpreter. `cancel` resolves when the caller is gone.
 async fn run_cell(
     st: St,
     sid: String,
@@ -228,7 +235,7 @@ async fn run_cell(
         arrival,
     } = cell;
     let session = st.session(&sid);
-    let mut deadline = arrival + Duration::from_secs(timeout);
+    let mut deadline = later(arrival, Duration::from_secs(timeout));
     let timed_out = || Outcome {
         error: Some(format!("Code execution timed out after {timeout} seconds")),
         ..Outcome::failed(String::new())
@@ -251,7 +258,7 @@ async fn run_cell(
             )
         })?;
         *slot = Some(k);
-        deadline += started.elapsed();
+        deadline = later(deadline, started.elapsed());
     }
     let Some(kernel) = slot.as_mut() else {
         return Err(ApiError::internal());

@@ -142,8 +142,13 @@ impl Registry {
         self.list().into_iter().find(|p| p.id == id)
     }
     fn add(&self, p: Arc<BgProc>) {
+        self.procs.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+        self.prune();
+    }
+    /// Drops the oldest finished entries beyond [`MAX_FINISHED`]; called whenever an entry
+    /// is added or finishes, so the limit holds at all times.
+    fn prune(&self) {
         let mut v = self.procs.lock().unwrap_or_else(|e| e.into_inner());
-        v.push(p);
         while v.iter().filter(|p| p.rc().is_some()).count() > MAX_FINISHED {
             if let Some(i) = v.iter().position(|p| p.rc().is_some()) {
                 v.remove(i);
@@ -376,6 +381,7 @@ async fn run(st: &St, sid: &str, req: Req) -> ExecResult {
             })
             .await;
             *entry.return_code.lock().unwrap_or_else(|e| e.into_inner()) = Some(rc);
+            session.shell.prune();
         });
         return ExecResult {
             success: true,

@@ -137,6 +137,16 @@ pub fn kill_group(pgid: i32, sig: i32) {
     }
 }
 
+/// Sends `sig` to the process `pid`; errors (already gone) are ignored.
+pub fn kill(pid: i32, sig: i32) {
+    if pid > 1 {
+        // SAFETY: plain kill(2) on one positive pid.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
 /// Makes the agent the reaper of orphaned descendants when it is not PID 1.
 pub fn become_subreaper() {
     // SAFETY: prctl with integer arguments.

@@ -250,22 +250,25 @@ async fn session(
             })))
             .await;
     }
-    // SIGHUP to the terminal's session, SIGKILL a second later, reap.
-    sys::kill_group(pid, libc::SIGHUP);
+    // SIGHUP to the terminal's session, SIGKILL a second later to whatever is still in it
+    // (every job has a process group of its own), reap.
+    hangup_session(pid, libc::SIGHUP).await;
     let st2 = st.clone();
     tokio::spawn(async move {
-        if tokio::time::timeout(Duration::from_secs(1), child.wait())
-            .await
-            .is_err()
-        {
-            sys::kill_group(pid, libc::SIGKILL);
-            let _ = child.wait().await;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        sys::kill_group(pid, libc::SIGKILL);
+        let kill_at = tokio::time::Instant::now() + Duration::from_secs(1);
+        let _ = tokio::time::timeout_at(kill_at, child.wait()).await;
+        tokio::time::sleep_until(kill_at).await;
+        hangup_session(pid, libc::SIGKILL).await;
+        let _ = child.wait().await;
         st2.procs.release(pid);
     });
     Ok(())
+}
+
+/// Signals every process of the terminal's session (a `/proc` scan, on the blocking pool).
+async fn hangup_session(sid: i32, sig: i32) {
+    sys::kill_group(sid, sig);
+    let _ = tokio::task::spawn_blocking(move || crate::procs::signal_session(sid, sig)).await;
 }
 
 /// A resize message: `Some((cols, rows))` where a `None` dimension means "ignore the message".

@@ -84,6 +84,8 @@ impl Users {
     fn restore(&self) -> anyhow::Result<()> {
         let dir = &self.cfg.metadata_dir;
         fs::create_dir_all(dir)?;
+        // Root's, 0700 (§10), also when the volume arrives with other owners or modes.
+        let _ = std::os::unix::fs::chown(dir, Some(0), Some(0));
         let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
         let sessions: BTreeMap<String, String> = read_json(&dir.join("session_users.json"));
         let info: BTreeMap<String, UserInfo> = read_json(&dir.join("users_info.json"));
@@ -193,6 +195,13 @@ impl Users {
         Some(self.user(name, uid))
     }
 
+    /// Runs `f` once no user creation (and so no metadata write) is in progress, keeping
+    /// further ones from starting meanwhile: the agent exits this way (§11.3).
+    pub fn quiesced<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        f()
+    }
+
     /// The workspace path a session has or would get.
     pub fn workspace_of(&self, session_id: &str) -> PathBuf {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -241,7 +250,7 @@ impl Users {
             new.push('\n');
         }
         new.push_str(&format!("{GROUP_NAME}:x:{GROUP_ID}:\n"));
-        replace_file(&self.cfg.group_file, new.as_bytes(), 0o644)
+        replace_file(&self.cfg.group_file, new.as_bytes(), Perms::Keep(0o644))
     }
 
     /// Adds `name` to the passwd (and shadow) file if it is missing.
@@ -259,7 +268,7 @@ impl Users {
                 home.display(),
                 self.cfg.shell
             ));
-            replace_file(&self.cfg.passwd_file, new.as_bytes(), 0o644)?;
+            replace_file(&self.cfg.passwd_file, new.as_bytes(), Perms::Keep(0o644))?;
         }
         if let Ok(shadow) = fs::read_to_string(&self.cfg.shadow_file)
             && !shadow.lines().any(|l| l.split(':').next() == Some(name))
@@ -270,7 +279,7 @@ impl Users {
                 new.push('\n');
             }
             new.push_str(&format!("{name}:!:{days}:0:99999:7:::\n"));
-            replace_file(&self.cfg.shadow_file, new.as_bytes(), 0o640)?;
+            replace_file(&self.cfg.shadow_file, new.as_bytes(), Perms::Keep(0o640))?;
         }
         Ok(())
     }
@@ -350,12 +359,12 @@ impl Users {
         replace_file(
             &dir.join("session_users.json"),
             &serde_json::to_vec_pretty(&inner.sessions)?,
-            0o600,
+            Perms::RootOnly,
         )?;
         replace_file(
             &dir.join("users_info.json"),
             &serde_json::to_vec_pretty(&inner.info)?,
-            0o600,
+            Perms::RootOnly,
         )
     }
 }
@@ -403,17 +412,31 @@ fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> T {
     }
 }
 
-/// Atomically replaces `path`: temporary file in the same directory, fsync, rename. Owner and
-/// group of an existing file are kept. Falls back to an in-place write when the file cannot be
-/// renamed over (a bind-mounted file).
-pub fn replace_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
+/// Owner and mode of a file written by [`replace_file`].
+#[derive(Debug, Clone, Copy)]
+pub enum Perms {
+    /// Keep the owner, group and mode of an existing file; new files get this mode.
+    Keep(u32),
+    /// Owned by root, mode 0600, whatever the file had before (metadata, §10).
+    RootOnly,
+}
+
+/// Atomically replaces `path`: temporary file in the same directory, fsync, rename. Falls back
+/// to an in-place write when the file cannot be renamed over (a bind-mounted file).
+pub fn replace_file(path: &Path, data: &[u8], perms: Perms) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", rand::random::<u32>()));
-    let existing = fs::metadata(path).ok();
+    let (mode, owner) = match perms {
+        Perms::Keep(mode) => match fs::metadata(path) {
+            Ok(m) => (m.mode() & 0o7777, Some((m.uid(), m.gid()))),
+            Err(_) => (mode, None),
+        },
+        Perms::RootOnly => (0o600, Some((0, 0))),
+    };
     let write = || -> std::io::Result<()> {
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -421,10 +444,10 @@ pub fn replace_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
             .mode(mode)
             .open(&tmp)?;
         f.write_all(data)?;
-        if let Some(m) = &existing {
-            sys::fchown(f.as_raw_fd(), m.uid(), m.gid())?;
-            f.set_permissions(fs::Permissions::from_mode(m.mode() & 0o7777))?;
+        if let Some((uid, gid)) = owner {
+            sys::fchown(f.as_raw_fd(), uid, gid)?;
         }
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.sync_all()?;
         fs::rename(&tmp, path)
     };
@@ -436,6 +459,10 @@ pub fn replace_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
                 .truncate(true)
                 .open(path)?;
             f.write_all(data)?;
+            if let Perms::RootOnly = perms {
+                sys::fchown(f.as_raw_fd(), 0, 0)?;
+                f.set_permissions(fs::Permissions::from_mode(0o600))?;
+            }
             f.sync_all()?;
             return Ok(());
         }
@@ -537,6 +564,40 @@ mod tests {
         assert_eq!(users.lookup("session-b").unwrap().uid, 10002);
         let c = users.ensure("session-c").unwrap();
         assert_eq!(c.uid, 10000, "lowest uid free in passwd and metadata");
+    }
+
+    #[test]
+    fn metadata_files_are_root_only_whatever_they_were() {
+        if !sys::is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = std::sync::Arc::new(test_cfg(dir.path()));
+        // A volume from elsewhere: readable metadata owned by someone else.
+        fs::create_dir_all(&cfg.metadata_dir).unwrap();
+        std::os::unix::fs::chown(&cfg.metadata_dir, Some(1234), Some(1234)).unwrap();
+        fs::set_permissions(&cfg.metadata_dir, fs::Permissions::from_mode(0o755)).unwrap();
+        for name in ["session_users.json", "users_info.json"] {
+            let p = cfg.metadata_dir.join(name);
+            fs::write(&p, "{}").unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+            std::os::unix::fs::chown(&p, Some(1234), Some(1234)).unwrap();
+        }
+        let users = Users::load(cfg.clone());
+        users.ensure("s").unwrap();
+        let m = fs::metadata(&cfg.metadata_dir).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (0, 0, 0o700));
+        for name in ["session_users.json", "users_info.json"] {
+            let m = fs::metadata(cfg.metadata_dir.join(name)).unwrap();
+            assert_eq!(
+                (m.uid(), m.gid(), m.mode() & 0o7777),
+                (0, 0, 0o600),
+                "{name}"
+            );
+        }
+        // The user database keeps its owner and mode.
+        let m = fs::metadata(&cfg.passwd_file).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o644);
     }
 
     #[test]

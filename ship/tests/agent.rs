@@ -1005,3 +1005,151 @@ async fn ipython_engine_and_figures() {
         "figures are closed after the cell"
     );
 }
+
+// ---- conformance regressions found by walking ship-api.md section by section ----
+
+/// §7.2: "Finished entries are kept, at most 100 per session; the oldest finished entry is
+/// dropped first" — also when the entry that goes over the limit finishes after it was added.
+#[tokio::test]
+async fn finished_background_entries_never_exceed_100() {
+    let Some(a) = start(&[]).await else { return };
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        let (_, v) = a
+            .post(
+                "bg",
+                "/shell/exec",
+                json!({"command": "true", "background": true}),
+            )
+            .await;
+        ids.push(v["process_id"].as_str().unwrap().to_owned());
+    }
+    let all_finished = |v: &serde_json::Value| {
+        v["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["status"] != "running")
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, v) = a.get("bg", "/shell/processes").await;
+        if all_finished(&v) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "background entries still running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The 101st is still running when it is added, and finishes afterwards.
+    let (_, v) = a
+        .post(
+            "bg",
+            "/shell/exec",
+            json!({"command": "sleep 0.3", "background": true}),
+        )
+        .await;
+    let last = v["process_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let list = loop {
+        let (_, v) = a.get("bg", "/shell/processes").await;
+        if all_finished(&v) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the last entry did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let listed: Vec<&str> = list["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["process_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 100, "at most 100 finished entries");
+    assert_eq!(listed[99], last);
+    assert!(!listed.contains(&ids[0].as_str()), "the oldest is dropped");
+    let (s, _) = a.get("bg", &format!("/shell/process/{}", ids[0])).await;
+    assert_eq!(s, 404);
+}
+
+/// §6.1: `timeout` is any int (values < 1 count as 1); a huge one is simply no practical limit.
+#[tokio::test]
+async fn python_accepts_a_huge_timeout() {
+    let Some(a) = start(&[]).await else { return };
+    let (s, v) = a
+        .post(
+            "pyt",
+            "/ipython/exec",
+            json!({"code": "6 * 7", "timeout": i64::MAX}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["success"], true, "{v}");
+    assert_eq!(v["output"]["text"], "42");
+    // And again with the interpreter already running.
+    let (_, v) = a
+        .post(
+            "pyt",
+            "/ipython/exec",
+            json!({"code": "print('ok')", "timeout": "9223372036854775807"}),
+        )
+        .await;
+    assert_eq!(v["success"], true, "{v}");
+    assert_eq!(v["output"]["text"], "ok");
+}
+
+/// Pids of live processes whose command line is exactly `args`.
+fn pids_running(args: &[&str]) -> Vec<i64> {
+    let want: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid: i64 = e.file_name().to_str()?.parse().ok()?;
+            (std::fs::read(e.path().join("cmdline")).ok()? == want && process_alive(pid))
+                .then_some(pid)
+        })
+        .collect()
+}
+
+/// §8: on client disconnect, "SIGHUP to the terminal's session, SIGKILL 1 second later to any
+/// process still in it" — including jobs in process groups of their own that ignore SIGHUP.
+#[tokio::test]
+async fn terminal_disconnect_kills_every_process_of_its_session() {
+    let Some(a) = start(&[]).await else { return };
+    let url = format!("ws://127.0.0.1:{}/term/ws?session_id=term-kill", a.port);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    // A background job (its own process group under job control) that ignores SIGHUP.
+    ws.send(Message::Text(
+        "bash -c \"trap '' HUP; exec sleep 4242.5\" & echo STAR''TED\r".into(),
+    ))
+    .await
+    .unwrap();
+    let mut seen = String::new();
+    while !seen.contains("STARTED") {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => seen.push_str(t.as_str()),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("terminal output missing ({other:?}): {seen:?}"),
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids_running(&["sleep", "4242.5"]).is_empty() {
+        assert!(Instant::now() < deadline, "the job did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let left = pids_running(&["sleep", "4242.5"]);
+    for &pid in &left {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    assert!(left.is_empty(), "still running after disconnect: {left:?}");
+}
