@@ -230,10 +230,10 @@ impl ShipClient {
             .await
             .map_err(|e| transport_error(&e))?;
         let status = response.status();
-        let body = read_limited(response, MAX_EXEC_RESPONSE).await?;
         if !status.is_success() {
-            return Err(status_error(status.as_u16(), &body));
+            return Err(status_error(status.as_u16(), &read_prefix(response).await));
         }
+        let body = read_limited(response, MAX_EXEC_RESPONSE).await?;
         serde_json::from_slice(&body).map_err(|e| Error::ShipInvalidResponse(e.to_string()))
     }
 
@@ -276,10 +276,10 @@ impl ShipClient {
             .await
             .map_err(|e| transport_error(&e))?;
         let status = response.status();
-        let body = read_limited(response, 1 << 20).await?;
         if !status.is_success() {
-            return Err(status_error(status.as_u16(), &body));
+            return Err(status_error(status.as_u16(), &read_prefix(response).await));
         }
+        let body = read_limited(response, 1 << 20).await?;
         serde_json::from_slice(&body).map_err(|e| Error::ShipInvalidResponse(e.to_string()))
     }
 
@@ -305,8 +305,7 @@ impl ShipClient {
             .map_err(|e| transport_error(&e))?;
         let status = response.status();
         if !status.is_success() {
-            let body = read_limited(response, 4096).await?;
-            return Err(status_error(status.as_u16(), &body));
+            return Err(status_error(status.as_u16(), &read_prefix(response).await));
         }
         Ok(Download {
             content_length: response.content_length(),
@@ -318,12 +317,29 @@ impl ShipClient {
     }
 }
 
+/// How much of an error answer is quoted back.
+const ERROR_BODY_PREFIX: usize = 4096;
+
 fn status_error(status: u16, body: &[u8]) -> Error {
-    let cut = &body[..body.len().min(4096)];
+    let cut = &body[..body.len().min(ERROR_BODY_PREFIX)];
     Error::ShipStatus {
         status,
         body: String::from_utf8_lossy(cut).into_owned(),
     }
+}
+
+/// The first bytes of an error answer (whatever could be read: the rest is not needed).
+async fn read_prefix(response: reqwest::Response) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stream = response.bytes_stream();
+    while out.len() < ERROR_BODY_PREFIX {
+        match stream.next().await {
+            Some(Ok(chunk)) => out.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    out.truncate(ERROR_BODY_PREFIX);
+    out
 }
 
 async fn read_limited(response: reqwest::Response, limit: usize) -> Result<Vec<u8>> {

@@ -216,19 +216,27 @@ impl Store {
     }
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction on a blocking thread.
+    ///
+    /// The work runs in a task of its own: a caller that is cancelled (a client that
+    /// disconnects) only detaches from it, instead of blocking a runtime thread until SQLite
+    /// finishes, as dropping a connection in the middle of a query would.
     pub async fn tx<R, F>(&self, f: F) -> StoreResult<R>
     where
         F: FnOnce(&mut SqliteConnection) -> QueryResult<R> + Send + 'static,
         R: Send + 'static,
     {
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| StoreError(format!("no database connection: {e}")))?;
-        Ok(conn
-            .spawn_blocking(move |c| c.immediate_transaction(f))
-            .await?)
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let mut conn = pool
+                .get()
+                .await
+                .map_err(|e| StoreError(format!("no database connection: {e}")))?;
+            Ok(conn
+                .spawn_blocking(move |c| c.immediate_transaction(f))
+                .await?)
+        })
+        .await
+        .map_err(|e| StoreError(format!("database task failed: {e}")))?
     }
 
     /// Checks that the database answers.

@@ -385,7 +385,7 @@ struct ShipState {
 
 /// An in-process fake ship agent on 127.0.0.1. It answers `/health` (unless made unhealthy),
 /// `/shell/exec` (echoes the command; `sleep_ms` in the payload delays the answer), any route
-/// with `fail_status` in its payload with that status, any route with `huge_bytes: n` in its
+/// with `fail_status` in its payload with that status, any route with `huge_bytes: n` (and optionally `huge_status`) in its
 /// payload with a 200 body of `n` spaces (chunked; with `Content-Length` when the payload also
 /// has `declare_length: true`), every other route with a JSON echo, `/upload` (stores the bytes)
 /// and `/download` (returns them).
@@ -679,6 +679,13 @@ async fn handle(
         _ if payload.get("huge_bytes").is_some() => {
             let n = payload["huge_bytes"].as_u64().unwrap_or(0);
             let mut r = Response::new(chunked(spaces(n), Tail::End));
+            if let Some(status) = payload
+                .get("huge_status")
+                .and_then(Value::as_u64)
+                .and_then(|s| StatusCode::from_u16(u16::try_from(s).ok()?).ok())
+            {
+                *r.status_mut() = status;
+            }
             if payload.get("declare_length") == Some(&Value::Bool(true)) {
                 r.headers_mut().insert(
                     hyper::header::CONTENT_LENGTH,

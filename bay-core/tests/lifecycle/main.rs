@@ -870,6 +870,21 @@ async fn exec_is_forwarded_with_token_session_and_checks() {
         matches!(&err, Error::ShipStatus { status: 500, body } if body.contains("boom")),
         "{err:?}"
     );
+    // A large error answer is quoted, cut at 4096 bytes, not refused as too large.
+    let err = h
+        .service
+        .exec(
+            &a.id,
+            "a",
+            "fs/read_file",
+            Some(json!({"huge_bytes": 70 << 20, "huge_status": 500})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ShipStatus { status: 500, body } if body.len() == 4096),
+        "{err:?}"
+    );
     // The HTTP timeout follows the payload's timeout (here 1 s, no grace).
     let err = h
         .service

@@ -287,8 +287,16 @@ async fn driver_failures_and_creating_ships() {
         (shown["status"].clone(), shown["expires_at"].clone()),
         (json!(2), Value::Null)
     );
-    // bay-api.md §4.9/§4.11 want 409 for DELETE/extend of a CREATING ship; bay-core holds the
-    // ship lock for the whole creation, so those calls wait for it instead (reported).
+    // bay-api.md §4.9/§4.11: DELETE and extend-ttl of a CREATING ship answer 409 at once.
+    app.delete(&format!("/ship/{id}"))
+        .send()
+        .await
+        .assert_detail(409, "Ship is currently being created");
+    app.post(&format!("/ship/{id}/extend-ttl"))
+        .json(&json!({"ttl": 60}))
+        .send()
+        .await
+        .assert_detail(409, "Ship is currently being created");
     assert_eq!(creating.await.unwrap(), 201);
 }
 
