@@ -73,6 +73,10 @@ impl AppState {
 
     /// Makes sure the session user exists (blocking work on the blocking pool).
     pub async fn user(self: &Arc<Self>, sid: &str) -> Result<User, (String, String)> {
+        // Fast path without a trip to the blocking pool: nothing to create or repair.
+        if let Some(user) = self.users.ready(sid) {
+            return Ok(user);
+        }
         let st = self.clone();
         let sid = sid.to_owned();
         tokio::task::spawn_blocking(move || st.users.ensure(&sid))

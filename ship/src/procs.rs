@@ -61,30 +61,68 @@ impl Procs {
     /// Reaps zombie children that are not registered.
     fn reap_orphans(&self) {
         let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
-        let me = sys::getpid();
-        let Ok(rd) = std::fs::read_dir("/proc") else {
-            return;
+        match own_children() {
+            // Only the agent's own children are looked at: `waitpid(WNOHANG)` reaps those
+            // that have exited and leaves running ones alone.
+            Some(children) => {
+                for pid in children {
+                    if !owned.contains(&pid) {
+                        sys::reap(pid);
+                    }
+                }
+            }
+            None => reap_by_scanning_proc(&owned),
+        }
+    }
+}
+
+/// The agent's children, from `/proc/self/task/<tid>/children` (every thread's list: a child
+/// belongs to the thread that forked it, orphans to the thread they were re-parented to).
+/// `None` when the kernel does not provide these files.
+fn own_children() -> Option<Vec<i32>> {
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        match std::fs::read_to_string(task.path().join("children")) {
+            Ok(list) => pids.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            ),
+            // The thread exited meanwhile: its children moved to another thread, still listed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && task.path().exists() => {
+                return None;
+            }
+            Err(_) => {}
+        }
+    }
+    Some(pids)
+}
+
+/// Fallback for kernels without `/proc/<pid>/task/<tid>/children`: every process in `/proc`
+/// whose parent is the agent and which is a zombie.
+fn reap_by_scanning_proc(owned: &HashSet<i32>) {
+    let me = sys::getpid();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
         };
-        for e in rd.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-                continue;
-            };
-            if owned.contains(&pid) {
-                continue;
-            }
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            // "pid (comm) S ppid …": comm may contain anything, so split after the last ')'.
-            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-                continue;
-            };
-            let mut fields = rest.split_whitespace();
-            let state = fields.next();
-            let ppid = fields.next().and_then(|p| p.parse::<i32>().ok());
-            if state == Some("Z") && ppid == Some(me) {
-                sys::reap(pid);
-            }
+        if owned.contains(&pid) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) S ppid …": comm may contain anything, so split after the last ')'.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let ppid = fields.next().and_then(|p| p.parse::<i32>().ok());
+        if state == Some("Z") && ppid == Some(me) {
+            sys::reap(pid);
         }
     }
 }

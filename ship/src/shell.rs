@@ -3,7 +3,7 @@
 //! per-session registry.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -240,6 +240,20 @@ impl Drop for KillGuard {
     }
 }
 
+/// The working directory of a command (§7.1), resolved with the user's credentials.
+fn resolve_cwd(w: &Path, c: &str) -> Result<PathBuf, String> {
+    match resolve(w, c, true) {
+        Ok(p) if p.is_dir() => Ok(p),
+        Ok(_) | Err(crate::paths::PathError::Nul) => {
+            Err(format!("Working directory does not exist: {c}"))
+        }
+        Err(crate::paths::PathError::Denied) => Err(format!(
+            "Access denied: path must be within user workspace: {}",
+            w.display()
+        )),
+    }
+}
+
 /// POST /shell/exec
 pub async fn exec(State(st): State<St>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let sid = session_header(&headers);
@@ -282,21 +296,11 @@ async fn run(st: &St, sid: &str, req: Req) -> ExecResult {
     };
     // Working directory, resolved with the user's credentials.
     let w = user.workspace.clone();
-    let cwd_in = req.cwd.clone();
-    let cwd = crate::as_user(&user, move || -> Result<PathBuf, String> {
-        let Some(c) = cwd_in else { return Ok(w) };
-        match resolve(&w, &c, true) {
-            Ok(p) if p.is_dir() => Ok(p),
-            Ok(_) | Err(crate::paths::PathError::Nul) => {
-                Err(format!("Working directory does not exist: {c}"))
-            }
-            Err(crate::paths::PathError::Denied) => Err(format!(
-                "Access denied: path must be within user workspace: {}",
-                w.display()
-            )),
-        }
-    })
-    .await;
+    let cwd = match req.cwd.clone() {
+        // The workspace itself was just checked by `st.user`: no trip to the blocking pool.
+        None => Ok(Ok(w)),
+        Some(c) => crate::as_user(&user, move || resolve_cwd(&w, &c)).await,
+    };
     let cwd = match cwd {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return ExecResult::soft(e),

@@ -195,6 +195,17 @@ impl Users {
         Some(self.user(name, uid))
     }
 
+    /// The user of a session that is already set up and whose workspace is a real directory:
+    /// the common case of [`Self::ensure`], which then has nothing to do. One `lstat`, cheap
+    /// enough for an async worker; `None` means "call `ensure`".
+    pub fn ready(&self, session_id: &str) -> Option<User> {
+        let user = self.lookup(session_id)?;
+        fs::symlink_metadata(&user.workspace)
+            .ok()?
+            .is_dir()
+            .then_some(user)
+    }
+
     /// Runs `f` once no user creation (and so no metadata write) is in progress, keeping
     /// further ones from starting meanwhile: the agent exits this way (§11.3).
     pub fn quiesced<T>(&self, f: impl FnOnce() -> T) -> T {

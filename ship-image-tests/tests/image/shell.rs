@@ -34,6 +34,16 @@ async fn foreground_commands() -> anyhow::Result<()> {
     assert!(v["error"].is_null());
     assert_eq!(v["stdout_truncated"], false);
 
+    // C.UTF-8 is a real UTF-8 locale, served from the locale archive (one mmap per process
+    // instead of a file per category; images/ship/Dockerfile).
+    let v = ship
+        .sh(
+            sid,
+            "x='héllo'; echo ${#x}; localedef --list-archive | grep -x C.utf8",
+        )
+        .await?;
+    assert_eq!(v["stdout"], "5\nC.utf8", "{v}");
+
     let v = ship.sh(sid, "exit 3").await?;
     assert_eq!(v["success"], false);
     assert_eq!(v["return_code"], 3);
