@@ -347,8 +347,8 @@ pub(crate) fn print_table(title: &str, rows: &[Row]) {
             x => format!("{x:.2}x"),
         };
         let budget = match r.budget {
-            Some(b) if r.value < b => format!("< {b} {} ok", r.unit),
-            Some(b) => format!("< {b} {} OVER", r.unit),
+            Some(b) if r.value < b => format!("< {b:.1} {} ok", r.unit),
+            Some(b) => format!("< {b:.1} {} OVER", r.unit),
             None => String::new(),
         };
         println!(
