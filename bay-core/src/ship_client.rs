@@ -229,12 +229,7 @@ impl ShipClient {
             .send()
             .await
             .map_err(|e| transport_error(&e))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(status_error(status.as_u16(), &read_prefix(response).await));
-        }
-        let body = read_limited(response, MAX_EXEC_RESPONSE).await?;
-        serde_json::from_slice(&body).map_err(|e| Error::ShipInvalidResponse(e.to_string()))
+        json_answer(response, MAX_EXEC_RESPONSE).await
     }
 
     /// Streams a file to the agent's `/upload` and returns its JSON answer (2xx only).
@@ -275,12 +270,7 @@ impl ShipClient {
             .send()
             .await
             .map_err(|e| transport_error(&e))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(status_error(status.as_u16(), &read_prefix(response).await));
-        }
-        let body = read_limited(response, 1 << 20).await?;
-        serde_json::from_slice(&body).map_err(|e| Error::ShipInvalidResponse(e.to_string()))
+        json_answer(response, 1 << 20).await
     }
 
     /// Starts a streamed download of `file_path` from the agent.
@@ -315,6 +305,16 @@ impl ShipClient {
                 .boxed(),
         })
     }
+}
+
+/// The agent's JSON answer of at most `limit` bytes; a non-2xx answer is an error quoting it.
+async fn json_answer(response: reqwest::Response, limit: usize) -> Result<Value> {
+    let status = response.status();
+    if !status.is_success() {
+        return Err(status_error(status.as_u16(), &read_prefix(response).await));
+    }
+    let body = read_limited(response, limit).await?;
+    serde_json::from_slice(&body).map_err(|e| Error::ShipInvalidResponse(e.to_string()))
 }
 
 /// How much of an error answer is quoted back.
