@@ -453,6 +453,19 @@ async fn every_route_against_the_real_engine() {
         (s, rel["ship_id"].as_str()),
         (StatusCode::OK, Some(id.as_str()))
     );
+    let (s, all) = api.json(M::GET, "/sessions", None, None).await;
+    assert_eq!(
+        (s, all["total"].as_i64()),
+        (StatusCode::OK, Some(1)),
+        "{all}"
+    );
+    let (s, one) = api.json(M::GET, "/sessions/alice", None, None).await;
+    assert_eq!(
+        (s, one["ship_id"].as_str(), one["is_active"].as_bool()),
+        (StatusCode::OK, Some(id.as_str()), Some(true))
+    );
+    let (s, health) = api.json(M::GET, "/health", None, None).await;
+    assert_eq!((s, health["status"].as_str()), (StatusCode::OK, Some("ok")));
     let (s, overview) = api.json(M::GET, "/stat/overview", None, None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(overview["ships"]["running"], 1);
