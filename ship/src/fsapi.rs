@@ -78,6 +78,12 @@ fn encoding(name: &str) -> Result<Encoding, ApiError> {
     }
 }
 
+/// The optional `encoding` field, UTF-8 by default; checked by [`encoding`] after validation.
+fn encoding_field(b: &mut Body) -> String {
+    b.opt_str("encoding", false)
+        .unwrap_or_else(|| "utf-8".into())
+}
+
 fn decode(bytes: Vec<u8>, enc: Encoding) -> Option<String> {
     match enc {
         Encoding::Utf8 => String::from_utf8(bytes).ok(),
@@ -132,8 +138,78 @@ fn io_reason(e: &std::io::Error) -> String {
     e.to_string()
 }
 
-async fn setup(st: &St, sid: &str) -> Result<User, ApiError> {
-    st.user_or_500(sid).await
+/// The 500 of a failed operation: `"{what}: {reason}"`.
+fn failure(what: &'static str) -> impl Fn(String) -> ApiError + Copy {
+    move |reason| {
+        err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{what}: {reason}"),
+        )
+    }
+}
+
+/// [`failure`] for an I/O error.
+fn io_failure(what: &'static str) -> impl Fn(std::io::Error) -> ApiError + Copy {
+    move |e| failure(what)(io_reason(&e))
+}
+
+/// `path` resolved in the workspace `w` (§4.2), a failure mapped to its HTTP error.
+fn resolve_in(w: &Path, path: &str, follow_last: bool) -> Result<PathBuf, ApiError> {
+    resolve(w, path, follow_last).map_err(|e| path_error(&e, w))
+}
+
+/// The metadata of `p` (of a last symbolic link itself unless `follow`): 404 with
+/// `not_found` when it does not exist, any other error through `fail`.
+fn stat(
+    p: &Path,
+    follow: bool,
+    not_found: impl Into<String>,
+    fail: impl FnOnce(std::io::Error) -> ApiError,
+) -> Result<fs::Metadata, ApiError> {
+    let meta = if follow {
+        fs::metadata(p)
+    } else {
+        fs::symlink_metadata(p)
+    };
+    match meta {
+        Ok(m) => Ok(m),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(err(StatusCode::NOT_FOUND, not_found))
+        }
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// [`stat`] of a path that must be a regular file: 400 with `not_file` otherwise.
+fn file_meta(
+    p: &Path,
+    not_found: impl Into<String>,
+    not_file: impl Into<String>,
+    fail: impl FnOnce(std::io::Error) -> ApiError,
+) -> Result<fs::Metadata, ApiError> {
+    let meta = stat(p, true, not_found, fail)?;
+    if !meta.is_file() {
+        return Err(err(StatusCode::BAD_REQUEST, not_file));
+    }
+    Ok(meta)
+}
+
+/// Runs `op(w, p)` on the blocking pool as the session's user, with `w` the user's workspace
+/// and `p` the `path` resolved in it.
+async fn in_workspace<T: Send + 'static>(
+    st: &St,
+    sid: &str,
+    path: String,
+    follow_last: bool,
+    op: impl FnOnce(&Path, PathBuf) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let user = st.user_or_500(sid).await?;
+    let w = user.workspace.clone();
+    as_user(&user, move || {
+        let p = resolve_in(&w, &path, follow_last)?;
+        op(&w, p)
+    })
+    .await?
 }
 
 /// POST /fs/create_file
@@ -143,16 +219,8 @@ pub async fn create_file(State(st): State<St>, headers: HeaderMap, body: Bytes) 
     let content = b.opt_str("content", false).unwrap_or_default();
     let mode = b.opt_int("mode", false).flatten().unwrap_or(0o644);
     let sid = finish(sid, &b)?;
-    let user = setup(&st, &sid).await?;
-    let w = user.workspace.clone();
-    as_user(&user, move || {
-        let p = resolve(&w, &path, true).map_err(|e| path_error(&e, &w))?;
-        let fail = |e: std::io::Error| {
-            err(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("Failed to create file: {}", io_reason(&e)),
-            )
-        };
+    in_workspace(&st, &sid, path.clone(), true, move |_, p| {
+        let fail = io_failure("Failed to create file");
         if let Some(parent) = p.parent() {
             fs::create_dir_all(parent).map_err(fail)?;
         }
@@ -170,46 +238,26 @@ pub async fn create_file(State(st): State<St>, headers: HeaderMap, body: Bytes) 
             json!({"success": true, "message": format!("File created: {path}"), "path": p}),
         ))
     })
-    .await?
+    .await
 }
 
 /// POST /fs/read_file
 pub async fn read_file(State(st): State<St>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let (sid, mut b) = parse(&headers, &body)?;
     let path = b.req_str("path");
-    let enc_name = b
-        .opt_str("encoding", false)
-        .unwrap_or_else(|| "utf-8".into());
+    let enc_name = encoding_field(&mut b);
     let offset = b.opt_int("offset", true).flatten();
     let limit = b.opt_int("limit", true).flatten();
     let sid = finish(sid, &b)?;
     let enc = encoding(&enc_name)?;
-    let user = setup(&st, &sid).await?;
-    let w = user.workspace.clone();
-    as_user(&user, move || {
-        let p = resolve(&w, &path, true).map_err(|e| path_error(&e, &w))?;
-        let fail = |e: std::io::Error| {
-            err(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("Failed to read file: {}", io_reason(&e)),
-            )
-        };
-        let meta = match fs::metadata(&p) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(err(
-                    StatusCode::NOT_FOUND,
-                    format!("File not found: {path}"),
-                ));
-            }
-            Err(e) => return Err(fail(e)),
-        };
-        if !meta.is_file() {
-            return Err(err(
-                StatusCode::BAD_REQUEST,
-                format!("Path is not a file: {path}"),
-            ));
-        }
+    in_workspace(&st, &sid, path.clone(), true, move |_, p| {
+        let fail = io_failure("Failed to read file");
+        let meta = file_meta(
+            &p,
+            format!("File not found: {path}"),
+            format!("Path is not a file: {path}"),
+            fail,
+        )?;
         if meta.len() > READ_LIMIT {
             return Err(err(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -227,15 +275,12 @@ pub async fn read_file(State(st): State<St>, headers: HeaderMap, body: Bytes) ->
             .map_err(fail)?;
         let size = f.metadata().map_or(bytes.len() as u64, |m| m.len());
         let text = decode(bytes, enc).ok_or_else(|| {
-            err(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("Failed to read file: content is not valid {enc_name} text"),
-            )
+            failure("Failed to read file")(format!("content is not valid {enc_name} text"))
         })?;
         let content = window(&normalise_newlines(&text), offset, limit);
         Ok(ok(json!({"content": content, "path": p, "size": size})))
     })
-    .await?
+    .await
 }
 
 /// POST /fs/write_file
@@ -244,19 +289,15 @@ pub async fn write_file(State(st): State<St>, headers: HeaderMap, body: Bytes) -
     let path = b.req_str("path");
     let content = b.req_str("content");
     let mode = b.opt_str("mode", false).unwrap_or_else(|| "w".into());
-    let enc_name = b
-        .opt_str("encoding", false)
-        .unwrap_or_else(|| "utf-8".into());
+    let enc_name = encoding_field(&mut b);
     let sid = finish(sid, &b)?;
     let enc = encoding(&enc_name)?;
-    let user = setup(&st, &sid).await?;
-    let w = user.workspace.clone();
-    as_user(&user, move || {
-        let p = resolve(&w, &path, true).map_err(|e| path_error(&e, &w))?;
-        let fail = |reason: String| err(StatusCode::INTERNAL_SERVER_ERROR, format!("Failed to write file: {reason}"));
+    in_workspace(&st, &sid, path.clone(), true, move |_, p| {
+        let fail = failure("Failed to write file");
+        let io_fail = io_failure("Failed to write file");
         let data = encode(&content, enc, &enc_name).map_err(fail)?;
         if let Some(parent) = p.parent() {
-            fs::create_dir_all(parent).map_err(|e| fail(io_reason(&e)))?;
+            fs::create_dir_all(parent).map_err(io_fail)?;
         }
         let mut opts = fs::OpenOptions::new();
         opts.create(true).mode(0o644);
@@ -265,12 +306,12 @@ pub async fn write_file(State(st): State<St>, headers: HeaderMap, body: Bytes) -
         } else {
             opts.append(true);
         }
-        let mut f = opts.open(&p).map_err(|e| fail(io_reason(&e)))?;
-        f.write_all(&data).map_err(|e| fail(io_reason(&e)))?;
-        let size = f.metadata().map_err(|e| fail(io_reason(&e)))?.len();
+        let mut f = opts.open(&p).map_err(io_fail)?;
+        f.write_all(&data).map_err(io_fail)?;
+        let size = f.metadata().map_err(io_fail)?.len();
         Ok(ok(json!({"success": true, "message": format!("File written: {path}"), "path": p, "size": size})))
     })
-    .await?
+    .await
 }
 
 /// POST /fs/edit_file
@@ -280,33 +321,25 @@ pub async fn edit_file(State(st): State<St>, headers: HeaderMap, body: Bytes) ->
     let old = b.req_str("old_string");
     let new = b.req_str("new_string");
     let replace_all = b.opt_bool("replace_all").unwrap_or(false);
-    let enc_name = b
-        .opt_str("encoding", false)
-        .unwrap_or_else(|| "utf-8".into());
+    let enc_name = encoding_field(&mut b);
     let sid = finish(sid, &b)?;
     let enc = encoding(&enc_name)?;
-    let user = setup(&st, &sid).await?;
-    let w = user.workspace.clone();
-    as_user(&user, move || {
-        let p = resolve(&w, &path, true).map_err(|e| path_error(&e, &w))?;
-        let fail = |reason: String| err(StatusCode::INTERNAL_SERVER_ERROR, format!("Failed to edit file: {reason}"));
-        let meta = match fs::metadata(&p) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(err(StatusCode::NOT_FOUND, format!("File not found: {path}")));
-            }
-            Err(e) => return Err(fail(io_reason(&e))),
-        };
-        if !meta.is_file() {
-            return Err(err(StatusCode::BAD_REQUEST, format!("Path is not a file: {path}")));
-        }
+    in_workspace(&st, &sid, path.clone(), true, move |_, p| {
+        let fail = failure("Failed to edit file");
+        let io_fail = io_failure("Failed to edit file");
+        let meta = file_meta(
+            &p,
+            format!("File not found: {path}"),
+            format!("Path is not a file: {path}"),
+            io_fail,
+        )?;
         if old == new {
             return Err(err(StatusCode::BAD_REQUEST, "'old_string' and 'new_string' must differ"));
         }
         if meta.len() > READ_LIMIT {
             return Err(fail(format!("file is too large (size {} bytes, limit {READ_LIMIT})", meta.len())));
         }
-        let bytes = fs::read(&p).map_err(|e| fail(io_reason(&e)))?;
+        let bytes = fs::read(&p).map_err(io_fail)?;
         let text = decode(bytes, enc).ok_or_else(|| fail(format!("content is not valid {enc_name} text")))?;
         let text = normalise_newlines(&text);
         let count = text.matches(old.as_str()).count();
@@ -329,12 +362,12 @@ pub async fn edit_file(State(st): State<St>, headers: HeaderMap, body: Bytes) ->
             .write(true)
             .truncate(true)
             .open(&p)
-            .map_err(|e| fail(io_reason(&e)))?;
-        f.write_all(&data).map_err(|e| fail(io_reason(&e)))?;
+            .map_err(io_fail)?;
+        f.write_all(&data).map_err(io_fail)?;
         Ok(ok(json!({"success": true, "message": format!("File edited: {path}"), "path": p,
             "replacements": n, "size": data.len()})))
     })
-    .await?
+    .await
 }
 
 /// POST /fs/delete_file
@@ -342,32 +375,15 @@ pub async fn delete_file(State(st): State<St>, headers: HeaderMap, body: Bytes) 
     let (sid, mut b) = parse(&headers, &body)?;
     let path = b.req_str("path");
     let sid = finish(sid, &b)?;
-    let user = setup(&st, &sid).await?;
-    let w = user.workspace.clone();
-    as_user(&user, move || {
-        let p = resolve(&w, &path, false).map_err(|e| path_error(&e, &w))?;
+    in_workspace(&st, &sid, path.clone(), false, move |w, p| {
         if p == w {
             return Err(err(
                 StatusCode::BAD_REQUEST,
                 "Cannot delete the workspace root",
             ));
         }
-        let fail = |e: std::io::Error| {
-            err(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("Failed to delete: {}", io_reason(&e)),
-            )
-        };
-        let meta = match fs::symlink_metadata(&p) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(err(
-                    StatusCode::NOT_FOUND,
-                    format!("Path not found: {path}"),
-                ));
-            }
-            Err(e) => return Err(fail(e)),
-        };
+        let fail = io_failure("Failed to delete");
+        let meta = stat(&p, false, format!("Path not found: {path}"), fail)?;
         let ft = meta.file_type();
         if ft.is_file() || ft.is_symlink() {
             fs::remove_file(&p).map_err(fail)?;
@@ -386,7 +402,7 @@ pub async fn delete_file(State(st): State<St>, headers: HeaderMap, body: Bytes) 
             ))
         }
     })
-    .await?
+    .await
 }
 
 /// POST /fs/list_dir
@@ -395,20 +411,13 @@ pub async fn list_dir(State(st): State<St>, headers: HeaderMap, body: Bytes) -> 
     let path = b.opt_str("path", false).unwrap_or_else(|| ".".into());
     let show_hidden = b.opt_bool("show_hidden").unwrap_or(false);
     let sid = finish(sid, &b)?;
-    let user = setup(&st, &sid).await?;
-    let w = user.workspace.clone();
-    as_user(&user, move || {
-        let p = resolve(&w, &path, true).map_err(|e| path_error(&e, &w))?;
-        let fail = |e: std::io::Error| {
-            err(StatusCode::INTERNAL_SERVER_ERROR, format!("Failed to list directory: {}", io_reason(&e)))
-        };
-        match fs::metadata(&p) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(err(StatusCode::BAD_REQUEST, format!("Path is not a directory: {path}"))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(err(StatusCode::NOT_FOUND, format!("Directory not found: {path}")));
-            }
-            Err(e) => return Err(fail(e)),
+    in_workspace(&st, &sid, path.clone(), true, move |_, p| {
+        let fail = io_failure("Failed to list directory");
+        if !stat(&p, true, format!("Directory not found: {path}"), fail)?.is_dir() {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                format!("Path is not a directory: {path}"),
+            ));
         }
         let mut entries: Vec<(bool, String, Value)> = Vec::new();
         for e in fs::read_dir(&p).map_err(fail)? {
@@ -435,7 +444,7 @@ pub async fn list_dir(State(st): State<St>, headers: HeaderMap, body: Bytes) -> 
         let files: Vec<Value> = entries.into_iter().map(|e| e.2).collect();
         Ok(ok(json!({"files": files, "current_path": p})))
     })
-    .await?
+    .await
 }
 
 fn upload_failed(reason: &str) -> Response {
@@ -643,31 +652,14 @@ pub async fn download(State(st): State<St>, headers: HeaderMap, req: Request) ->
     let (Ok(sid), Some(file_path)) = (sid, file_path) else {
         return Err(ApiError::internal());
     };
-    let user = setup(&st, &sid).await?;
-    let w = user.workspace.clone();
-    let opened = as_user(&user, move || {
-        let p = resolve(&w, &file_path, true).map_err(|e| path_error(&e, &w))?;
-        let fail = |e: std::io::Error| {
-            err(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("File download failed: {}", io_reason(&e)),
-            )
-        };
-        let meta = match fs::metadata(&p) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(err(StatusCode::NOT_FOUND, "File not found"));
-            }
-            Err(e) => return Err(fail(e)),
-        };
-        if !meta.is_file() {
-            return Err(err(StatusCode::BAD_REQUEST, "Path is not a file"));
-        }
+    let opened = in_workspace(&st, &sid, file_path, true, move |_, p| {
+        let fail = io_failure("File download failed");
+        file_meta(&p, "File not found", "Path is not a file", fail)?;
         let f = fs::File::open(&p).map_err(fail)?;
         let meta = f.metadata().map_err(fail)?;
         Ok((p, f, meta))
     })
-    .await??;
+    .await?;
     let (p, mut f, meta) = opened;
     let size = meta.len();
     let range = headers
@@ -690,12 +682,8 @@ pub async fn download(State(st): State<St>, headers: HeaderMap, req: Request) ->
         None => (StatusCode::OK, 0, size),
     };
     if start > 0 {
-        f.seek(std::io::SeekFrom::Start(start)).map_err(|e| {
-            err(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("File download failed: {e}"),
-            )
-        })?;
+        f.seek(std::io::SeekFrom::Start(start))
+            .map_err(io_failure("File download failed"))?;
     }
     let file = tokio::fs::File::from_std(f);
     let stream = tokio_util::io::ReaderStream::with_capacity(

@@ -189,6 +189,19 @@ struct Collector {
 }
 
 impl Collector {
+    /// The failed outcome with what was collected so far.
+    fn failed(self, error: String) -> Outcome {
+        let (text, trunc) = self.text.render();
+        Outcome {
+            success: false,
+            count: None,
+            text,
+            images: self.images,
+            error: Some(error),
+            truncated: trunc || self.truncated,
+        }
+    }
+
     fn event(&mut self, ev: &Value) {
         if let Some(t) = ev.get("text").and_then(Value::as_str) {
             self.text.push(t.as_bytes());
@@ -299,17 +312,9 @@ async fn run_cell(
             () = async { match interrupt_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                 kernel.kill(&st).await;
                 *slot = None;
-                let (text, trunc) = col.text.render();
-                return Ok(Outcome {
-                    success: false,
-                    count: None,
-                    text,
-                    images: col.images,
-                    error: Some(format!(
-                        "Code execution timed out after {timeout} seconds (the Python session was restarted; its state was lost)"
-                    )),
-                    truncated: trunc || col.truncated,
-                });
+                return Ok(col.failed(format!(
+                    "Code execution timed out after {timeout} seconds (the Python session was restarted; its state was lost)"
+                )));
             }
         };
         match line {
@@ -325,18 +330,10 @@ async fn run_cell(
             Ok(None) | Err(_) => {
                 let status = kernel.kill(&st).await;
                 *slot = None;
-                let (text, trunc) = col.text.render();
-                return Ok(Outcome {
-                    success: false,
-                    count: None,
-                    text,
-                    images: col.images,
-                    error: Some(format!(
-                        "Python interpreter exited unexpectedly ({}); its state was lost",
-                        exit_text(status)
-                    )),
-                    truncated: trunc || col.truncated,
-                });
+                return Ok(col.failed(format!(
+                    "Python interpreter exited unexpectedly ({}); its state was lost",
+                    exit_text(status)
+                )));
             }
         }
     };

@@ -86,6 +86,16 @@ fn lock(b: &Shared) -> std::sync::MutexGuard<'_, OutBuf> {
     b.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Waits, at most 1 s in all, for the readers started by [`drain`] to finish, in order.
+async fn join_readers(readers: [Option<tokio::task::JoinHandle<()>>; 2]) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        for r in readers.into_iter().flatten() {
+            let _ = r.await;
+        }
+    })
+    .await;
+}
+
 /// Reads `r` to its end into `buf`.
 fn drain(
     mut r: impl AsyncRead + Unpin + Send + 'static,
@@ -375,15 +385,7 @@ async fn run(st: &St, sid: &str, req: Req) -> ExecResult {
             st2.procs.release(pid);
             let rc = status.map_or(-1, |s| sys::decode_status(&s));
             // Let the readers catch the last output.
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                if let Some(r) = r_out {
-                    let _ = r.await;
-                }
-                if let Some(r) = r_err {
-                    let _ = r.await;
-                }
-            })
-            .await;
+            join_readers([r_out, r_err]).await;
             *entry.return_code.lock().unwrap_or_else(|e| e.into_inner()) = Some(rc);
             session.shell.prune();
         });
@@ -418,15 +420,7 @@ async fn run(st: &St, sid: &str, req: Req) -> ExecResult {
     st.procs.release(pid);
     guard.armed = false;
     // Pipes may be held by processes left in the background: wait at most 1 s for them.
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        if let Some(r) = r_out {
-            let _ = r.await;
-        }
-        if let Some(r) = r_err {
-            let _ = r.await;
-        }
-    })
-    .await;
+    join_readers([r_out, r_err]).await;
     let (stdout, stdout_truncated) = lock(&out).render();
     let (stderr, stderr_truncated) = lock(&err).render();
     if timed_out {
@@ -470,8 +464,12 @@ pub async fn list(State(st): State<St>, headers: HeaderMap) -> ApiResult {
     Ok(ok(json!({ "processes": procs })))
 }
 
-fn not_found(id: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("Process not found: {id}"))
+/// The process `id` of the session named by the request's header; 404 when unknown.
+fn find_process(st: &St, headers: &HeaderMap, id: &str) -> Result<Arc<BgProc>, ApiError> {
+    let sid = required_session(headers)?;
+    st.existing_session(&sid)
+        .and_then(|s| s.shell.find(id))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("Process not found: {id}")))
 }
 
 /// GET /shell/process/{process_id}
@@ -480,11 +478,7 @@ pub async fn get_process(
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult {
-    let sid = required_session(&headers)?;
-    let p = st
-        .existing_session(&sid)
-        .and_then(|s| s.shell.find(&id))
-        .ok_or_else(|| not_found(&id))?;
+    let p = find_process(&st, &headers, &id)?;
     let mut v = p.summary();
     let (stdout, so_t) = lock(&p.stdout).render();
     let (stderr, se_t) = lock(&p.stderr).render();
@@ -501,11 +495,7 @@ pub async fn kill_process(
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult {
-    let sid = required_session(&headers)?;
-    let p = st
-        .existing_session(&sid)
-        .and_then(|s| s.shell.find(&id))
-        .ok_or_else(|| not_found(&id))?;
+    let p = find_process(&st, &headers, &id)?;
     if p.rc().is_some() {
         return Ok(ok(
             json!({"success": true, "message": format!("Process {id} is not running")}),

@@ -102,23 +102,8 @@ impl Users {
         let mut changed = false;
         for name in names {
             if !inner.info.contains_key(&name) {
-                let uid = match fs::metadata(self.cfg.home_root.join(&name)) {
-                    Ok(m) if m.uid() >= FIRST_UID => m.uid(),
-                    _ => self.allocate_uid(&inner)?,
-                };
-                inner.info.insert(
-                    name.clone(),
-                    UserInfo {
-                        uid,
-                        gid: GROUP_ID,
-                        home_dir: self
-                            .cfg
-                            .home_root
-                            .join(&name)
-                            .to_string_lossy()
-                            .into_owned(),
-                    },
-                );
+                let uid = self.home_uid_or_allocate(&inner, &name)?;
+                inner.info.insert(name.clone(), self.info(&name, uid));
                 changed = true;
             }
             let uid = inner.info[&name].uid;
@@ -161,28 +146,13 @@ impl Users {
         }
         let uid = match inner.info.get(&name) {
             Some(i) => i.uid,
-            None => match fs::metadata(self.cfg.home_root.join(&name)) {
-                Ok(m) if m.uid() >= FIRST_UID => m.uid(),
-                _ => self.allocate_uid(&inner).map_err(fail)?,
-            },
+            None => self.home_uid_or_allocate(&inner, &name).map_err(fail)?,
         };
         self.ensure_group().map_err(fail)?;
         self.ensure_system_user(&name, uid).map_err(fail)?;
         self.setup_home(&name, uid).map_err(fail)?;
         inner.sessions.insert(session_id.to_owned(), name.clone());
-        inner.info.insert(
-            name.clone(),
-            UserInfo {
-                uid,
-                gid: GROUP_ID,
-                home_dir: self
-                    .cfg
-                    .home_root
-                    .join(&name)
-                    .to_string_lossy()
-                    .into_owned(),
-            },
-        );
+        inner.info.insert(name.clone(), self.info(&name, uid));
         self.save(&inner).map_err(fail)?;
         Ok(self.user(&name, uid))
     }
@@ -232,6 +202,24 @@ impl Users {
             gid: GROUP_ID,
             workspace: home.join("workspace"),
             home,
+        }
+    }
+
+    /// The registry record of user `name`.
+    fn info(&self, name: &str, uid: u32) -> UserInfo {
+        UserInfo {
+            uid,
+            gid: GROUP_ID,
+            home_dir: self.cfg.home_root.join(name).to_string_lossy().into_owned(),
+        }
+    }
+
+    /// The owner of an existing home of `name` when it is a session uid (a home kept from
+    /// before), else a newly allocated uid.
+    fn home_uid_or_allocate(&self, inner: &Inner, name: &str) -> anyhow::Result<u32> {
+        match fs::metadata(self.cfg.home_root.join(name)) {
+            Ok(m) if m.uid() >= FIRST_UID => Ok(m.uid()),
+            _ => self.allocate_uid(inner),
         }
     }
 
