@@ -93,18 +93,20 @@ pub fn build(tag: &str, release: bool) -> anyhow::Result<()> {
         .with_context(|| format!("could not copy {}", binary.display()))?;
 
     step(&format!("building image {tag}"));
-    cmd::run(
-        Command::new("docker")
-            .env("DOCKER_BUILDKIT", "0")
-            .args(["build", "--tag", tag])
-            .args(["--build-arg", &format!("BASE={BASE_IMAGE}")])
-            .args([
-                "--build-arg",
-                &format!("BAY_VERSION={}", env!("CARGO_PKG_VERSION")),
-            ])
-            .arg(&context),
-    )
-    .with_context(|| format!("could not build image {tag}"))?;
+    ship_image::replacing_image(tag, || {
+        cmd::run(
+            Command::new("docker")
+                .env("DOCKER_BUILDKIT", "0")
+                .args(["build", "--tag", tag])
+                .args(["--build-arg", &format!("BASE={BASE_IMAGE}")])
+                .args([
+                    "--build-arg",
+                    &format!("BAY_VERSION={}", env!("CARGO_PKG_VERSION")),
+                ])
+                .arg(&context),
+        )
+        .with_context(|| format!("could not build image {tag}"))
+    })?;
     let size = ship_image::image_size(tag)?;
     step(&format!(
         "image {tag} ready: {:.1} MB",

@@ -116,7 +116,7 @@ pub fn build(targets: &[(Flavour, String)], rebuild_base: bool) -> anyhow::Resul
             "building image {tag} (flavour {})",
             flavour.name()
         ));
-        build_image(*flavour, tag, &context)?;
+        replacing_image(tag, || build_image(*flavour, tag, &context))?;
         let size = image_size(tag)?;
         progress.step(&format!(
             "image {tag} ready: {:.1} MB",
@@ -124,6 +124,28 @@ pub fn build(targets: &[(Flavour, String)], rebuild_base: bool) -> anyhow::Resul
         ));
     }
     progress.step("done");
+    Ok(())
+}
+
+/// Runs `build`, which (re)tags `tag`, then removes the image `tag` named before when it was
+/// replaced, so that rebuilds do not pile up dangling images (`ship:full` is over 1 GB). An old
+/// image still used by a container stays.
+pub fn replacing_image(
+    tag: &str,
+    build: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let id = |tag: &str| {
+        capture(Command::new("docker").args(["image", "inspect", "--format", "{{.Id}}", tag]))
+            .ok()
+            .map(|s| s.trim().to_owned())
+    };
+    let before = id(tag);
+    build()?;
+    if let Some(old) = before
+        && id(tag).as_ref() != Some(&old)
+    {
+        cmd::succeeds(Command::new("docker").args(["image", "rm", &old]));
+    }
     Ok(())
 }
 
