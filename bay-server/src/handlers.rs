@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use bay_core::model::{SizeField, SpecRequest, parse_spec_size};
 use bay_core::service::CreateShip;
 use http::{HeaderMap, StatusCode, header};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::error::{ApiError, Op};
@@ -81,11 +81,53 @@ pub async fn list_ships(State(state): State<AppState>) -> ApiResult {
     ok(state.service.list_ships().await?)
 }
 
+/// A value that validation guarantees; its absence is an internal error.
+fn validated<T>(value: Option<T>, what: &str) -> Result<T, ApiError> {
+    value.ok_or_else(|| ApiError::Internal(format!("validated {what} missing")))
+}
+
+/// The session and the request that validation guarantees; an absence is an internal error.
+fn validated_request<R>(
+    session: Option<String>,
+    request: Option<R>,
+    what: &str,
+) -> Result<(String, R), ApiError> {
+    match (session, request) {
+        (Some(session), Some(request)) => Ok((session, request)),
+        _ => Err(ApiError::Internal(format!(
+            "validated {what} request incomplete"
+        ))),
+    }
+}
+
+/// The body object (recording its violations, see [`JsonBody::object`]) read by `read` as
+/// the fields under `body`.
+fn body_fields<T>(
+    body: &JsonBody,
+    v: &mut Violations,
+    required: bool,
+    read: impl FnOnce(&mut Fields<'_>) -> Option<T>,
+) -> Option<T> {
+    body.object(v, required).and_then(|obj| {
+        let mut f = Fields::new(&obj, loc(&["body"]), v);
+        read(&mut f)
+    })
+}
+
 /// Reads the `ttl` field bounded by 1 … `MAX_TTL`.
 fn ttl_field(f: &mut Fields<'_>, required: bool, max_ttl: i64) -> Option<i64> {
     f.int("ttl", required, false, Some((0, max_ttl)))
         .ok()
         .flatten()
+}
+
+/// A body whose only field is [`ttl_field`].
+fn ttl_body(body: &JsonBody, v: &mut Violations, required: bool, max_ttl: i64) -> Option<i64> {
+    body_fields(body, v, required, |f| {
+        let ttl = ttl_field(f, required, max_ttl);
+        f.forbid_extra();
+        ttl
+    })
 }
 
 /// Validates `spec` (§3.3).
@@ -120,15 +162,14 @@ fn spec_field(f: &mut Fields<'_>) -> Option<SpecRequest> {
     })
 }
 
-fn parse_create(obj: &Map<String, Value>, v: &mut Violations, max_ttl: i64) -> Option<CreateShip> {
-    let before = v.len();
-    let mut f = Fields::new(obj, loc(&["body"]), v);
-    let ttl = ttl_field(&mut f, true, max_ttl);
-    let spec = spec_field(&mut f);
+fn parse_create(f: &mut Fields<'_>, max_ttl: i64) -> Option<CreateShip> {
+    let before = f.v.len();
+    let ttl = ttl_field(f, true, max_ttl);
+    let spec = spec_field(f);
     let max_session_num = f.int("max_session_num", false, false, Some((0, 100)));
     let force_create = f.bool("force_create");
     f.forbid_extra();
-    if v.len() != before {
+    if f.v.len() != before {
         return None;
     }
     Some(CreateShip {
@@ -147,15 +188,11 @@ pub async fn create_ship(
 ) -> ApiResult {
     let mut v = Violations::new();
     let session = v.session_header(&headers);
-    let req = body
-        .object(&mut v, true)
-        .and_then(|obj| parse_create(&obj, &mut v, state.service.config().max_ttl));
+    let req = body_fields(&body, &mut v, true, |f| {
+        parse_create(f, state.service.config().max_ttl)
+    });
     v.finish()?;
-    let (Some(session), Some(req)) = (session, req) else {
-        return Err(ApiError::Internal(
-            "validated create request incomplete".into(),
-        ));
-    };
+    let (session, req) = validated_request(session, req, "create")?;
     let started = Instant::now();
     let result = state.service.create_ship(&session, req).await;
     state
@@ -191,14 +228,9 @@ pub async fn extend_ship_ttl(
     body: JsonBody,
 ) -> ApiResult {
     let mut v = Violations::new();
-    let ttl = body.object(&mut v, true).and_then(|obj| {
-        let mut f = Fields::new(&obj, loc(&["body"]), &mut v);
-        let ttl = ttl_field(&mut f, true, state.service.config().max_ttl);
-        f.forbid_extra();
-        ttl
-    });
+    let ttl = ttl_body(&body, &mut v, true, state.service.config().max_ttl);
     v.finish()?;
-    let ttl = ttl.ok_or_else(|| ApiError::Internal("validated ttl missing".into()))?;
+    let ttl = validated(ttl, "ttl")?;
     ok(state.service.extend_ship_ttl(&ship_id, ttl).await?)
 }
 
@@ -211,18 +243,10 @@ pub async fn start_ship(
 ) -> ApiResult {
     let mut v = Violations::new();
     let session = v.session_header(&headers);
-    let ttl = body.object(&mut v, false).map(|obj| {
-        let mut f = Fields::new(&obj, loc(&["body"]), &mut v);
-        let ttl = ttl_field(&mut f, false, state.service.config().max_ttl);
-        f.forbid_extra();
-        ttl
-    });
+    let ttl = ttl_body(&body, &mut v, false, state.service.config().max_ttl);
     v.finish()?;
-    let session = session.ok_or_else(|| ApiError::Internal("validated session missing".into()))?;
-    ok(state
-        .service
-        .start_ship(&ship_id, &session, ttl.flatten())
-        .await?)
+    let session = validated(session, "session")?;
+    ok(state.service.start_ship(&ship_id, &session, ttl).await?)
 }
 
 /// `GET /ship/logs/{ship_id}?tail=`
@@ -268,19 +292,14 @@ pub async fn exec(
 ) -> ApiResult {
     let mut v = Violations::new();
     let session = v.session_header(&headers);
-    let parsed = body.object(&mut v, true).and_then(|obj| {
-        let mut f = Fields::new(&obj, loc(&["body"]), &mut v);
+    let parsed = body_fields(&body, &mut v, true, |f| {
         let exec_type = f.string("type", true, false).map(|t| t.map(str::to_owned));
         let payload = f.object("payload").map(|p| p.cloned());
         f.forbid_extra();
         Some((exec_type.ok()??, payload.ok()?))
     });
     v.finish()?;
-    let (Some(session), Some((exec_type, payload))) = (session, parsed) else {
-        return Err(ApiError::Internal(
-            "validated exec request incomplete".into(),
-        ));
-    };
+    let (session, (exec_type, payload)) = validated_request(session, parsed, "exec")?;
     let started = Instant::now();
     let result = state
         .service
@@ -320,12 +339,11 @@ pub async fn extend_session_ttl(
     body: JsonBody,
 ) -> ApiResult {
     let mut v = Violations::new();
-    let ttl = body.object(&mut v, true).and_then(|obj| {
-        let mut f = Fields::new(&obj, loc(&["body"]), &mut v);
+    let ttl = body_fields(&body, &mut v, true, |f| {
         f.int("ttl", true, false, None).ok().flatten()
     });
     v.finish()?;
-    let ttl = ttl.ok_or_else(|| ApiError::Internal("validated ttl missing".into()))?;
+    let ttl = validated(ttl, "ttl")?;
     ok(state
         .service
         .extend_session_ttl(&session, ttl, query.get("ship_id"))
