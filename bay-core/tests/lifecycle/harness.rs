@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bay_core::model::ShipStatus;
 use bay_core::service::ShipService;
 use bay_core::testing::{FakeDriver, FakeShip, test_config};
 
@@ -41,6 +42,11 @@ impl Harness {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
         }
+    }
+
+    /// The ship's status now.
+    pub async fn status(&self, ship_id: &str) -> ShipStatus {
+        self.service.get_ship(ship_id).await.unwrap().status
     }
 
     /// Shuts the service down and starts a new one on the same database and driver.

@@ -168,10 +168,7 @@ async fn step2_a_restore_failure_is_returned_not_hidden() {
         matches!(&err, Error::StartFailed(m) if m.contains("no space left")),
         "{err:?}"
     );
-    assert_eq!(
-        h.service.get_ship(&first.id).await.unwrap().status,
-        ShipStatus::Stopped
-    );
+    assert_eq!(h.status(&first.id).await, ShipStatus::Stopped);
     assert_eq!(
         h.service.list_ships().await.unwrap().len(),
         1,
@@ -217,10 +214,7 @@ async fn step3_skips_a_candidate_whose_container_is_gone() {
     h.driver.vanish(a.container_id.as_deref().unwrap());
     let b = h.service.create_ship("b", shared(60, 2)).await.unwrap();
     assert_ne!(b.id, a.id);
-    assert_eq!(
-        h.service.get_ship(&a.id).await.unwrap().status,
-        ShipStatus::Stopped
-    );
+    assert_eq!(h.status(&a.id).await, ShipStatus::Stopped);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -435,7 +429,7 @@ async fn rescheduled_ttl_stops_at_the_latest_deadline_not_an_earlier_one() {
         "a's relation expired, b's is active"
     );
     let stopped = eventually(Duration::from_secs(4), || async {
-        h.service.get_ship(&a.id).await.unwrap().status == ShipStatus::Stopped
+        h.status(&a.id).await == ShipStatus::Stopped
     })
     .await;
     assert!(stopped, "the ship stops at b's deadline");
@@ -449,13 +443,10 @@ async fn extend_ttl_moves_the_deadline() {
     let extended = h.service.extend_ship_ttl(&a.id, 2).await.unwrap();
     assert!(extended.ttl >= 2, "{}", extended.ttl);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        h.service.get_ship(&a.id).await.unwrap().status,
-        ShipStatus::Running
-    );
+    assert_eq!(h.status(&a.id).await, ShipStatus::Running);
     assert!(
         eventually(Duration::from_secs(3), || async {
-            h.service.get_ship(&a.id).await.unwrap().status == ShipStatus::Stopped
+            h.status(&a.id).await == ShipStatus::Stopped
         })
         .await
     );
@@ -479,7 +470,7 @@ async fn expiry_frees_the_slot() {
     ));
     assert!(
         eventually(Duration::from_secs(3), || async {
-            h.service.get_ship(&a.id).await.unwrap().status == ShipStatus::Stopped
+            h.status(&a.id).await == ShipStatus::Stopped
         })
         .await
     );
@@ -504,7 +495,7 @@ async fn an_operation_in_flight_delays_expiry_until_it_ends() {
     });
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
-        h.service.get_ship(&a.id).await.unwrap().status,
+        h.status(&a.id).await,
         ShipStatus::Running,
         "not stopped under a running exec"
     );
@@ -514,7 +505,7 @@ async fn an_operation_in_flight_delays_expiry_until_it_ends() {
     assert_eq!(ship.status, ShipStatus::Running);
     assert!(
         eventually(Duration::from_secs(3), || async {
-            h.service.get_ship(&a.id).await.unwrap().status == ShipStatus::Stopped
+            h.status(&a.id).await == ShipStatus::Stopped
         })
         .await
     );
@@ -539,14 +530,11 @@ async fn deadlines_and_state_survive_a_restart() {
         "deadline persisted exactly"
     );
     assert_eq!(after.container_id, long.container_id);
-    assert_eq!(
-        h.service.get_ship(&stopped.id).await.unwrap().status,
-        ShipStatus::Stopped
-    );
+    assert_eq!(h.status(&stopped.id).await, ShipStatus::Stopped);
     // The short ship's deadline is re-armed after the restart and honoured.
     assert!(
         eventually(Duration::from_secs(4), || async {
-            h.service.get_ship(&short.id).await.unwrap().status == ShipStatus::Stopped
+            h.status(&short.id).await == ShipStatus::Stopped
         })
         .await
     );
@@ -564,10 +552,7 @@ async fn overdue_ships_are_stopped_at_start_up() {
     h.service.shutdown().await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     h.restart().await;
-    assert_eq!(
-        h.service.get_ship(&a.id).await.unwrap().status,
-        ShipStatus::Stopped
-    );
+    assert_eq!(h.status(&a.id).await, ShipStatus::Stopped);
     assert!(h.driver.containers().is_empty());
 }
 
@@ -638,7 +623,7 @@ async fn interrupted_restore_becomes_stopped_at_start_up() {
     let start = tokio::spawn(async move { s.start_ship(&id, "a", Some(60)).await });
     assert!(
         eventually(Duration::from_secs(2), || async {
-            h.service.get_ship(&a.id).await.unwrap().status == ShipStatus::Creating
+            h.status(&a.id).await == ShipStatus::Creating
         })
         .await
     );
@@ -673,19 +658,13 @@ async fn a_transient_driver_error_never_stops_a_healthy_ship() {
     for _ in 0..3 {
         h.service.check_containers().await;
     }
-    assert_eq!(
-        h.service.get_ship(&a.id).await.unwrap().status,
-        ShipStatus::Running
-    );
+    assert_eq!(h.status(&a.id).await, ShipStatus::Running);
     assert_eq!(h.driver.count(Op::Stop), 0);
     // A real "not found" does stop it.
     h.driver.heal(Op::IsRunning);
     h.driver.vanish(a.container_id.as_deref().unwrap());
     h.service.check_containers().await;
-    assert_eq!(
-        h.service.get_ship(&a.id).await.unwrap().status,
-        ShipStatus::Stopped
-    );
+    assert_eq!(h.status(&a.id).await, ShipStatus::Stopped);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -762,10 +741,7 @@ async fn permanent_delete_removes_data_and_can_be_retried() {
     );
     let err = h.service.delete_ship(&a.id).await.unwrap_err();
     assert!(matches!(&err, Error::DataDeleteFailed(m) if m.contains("volume in use")));
-    assert_eq!(
-        h.service.get_ship(&a.id).await.unwrap().status,
-        ShipStatus::Stopped
-    );
+    assert_eq!(h.status(&a.id).await, ShipStatus::Stopped);
     h.service.delete_ship(&a.id).await.unwrap();
     assert!(matches!(
         h.service.get_ship(&a.id).await,
@@ -978,15 +954,9 @@ async fn deleting_the_last_session_stops_the_ship() {
     let a = h.service.create_ship("a", shared(600, 2)).await.unwrap();
     h.service.create_ship("b", shared(600, 2)).await.unwrap();
     h.service.delete_session("a", None).await.unwrap();
-    assert_eq!(
-        h.service.get_ship(&a.id).await.unwrap().status,
-        ShipStatus::Running
-    );
+    assert_eq!(h.status(&a.id).await, ShipStatus::Running);
     h.service.delete_session("b", Some(&a.id)).await.unwrap();
-    assert_eq!(
-        h.service.get_ship(&a.id).await.unwrap().status,
-        ShipStatus::Stopped
-    );
+    assert_eq!(h.status(&a.id).await, ShipStatus::Stopped);
     assert!(matches!(
         h.service.delete_session("b", None).await,
         Err(Error::SessionNotFound)
@@ -1003,7 +973,7 @@ async fn session_extend_ttl_resets_and_moves_the_deadline() {
     assert!(ship.ttl <= 2, "an absolute reset may shorten: {}", ship.ttl);
     assert!(
         eventually(Duration::from_secs(4), || async {
-            h.service.get_ship(&a.id).await.unwrap().status == ShipStatus::Stopped
+            h.status(&a.id).await == ShipStatus::Stopped
         })
         .await
     );

@@ -102,39 +102,37 @@ impl Agent {
         }
     }
 
-    /// POST JSON as session `sid`: (status, body).
-    pub async fn post(&self, sid: &str, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .auth(self.client.post(self.url(path)))
-            .header("X-SESSION-ID", sid)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+    /// Sends `req`: (status, JSON body or null).
+    async fn answer(req: reqwest::RequestBuilder) -> (u16, Value) {
+        let r = req.send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST JSON as session `sid`: (status, body).
+    pub async fn post(&self, sid: &str, path: &str, body: Value) -> (u16, Value) {
+        Self::answer(
+            self.auth(self.client.post(self.url(path)))
+                .header("X-SESSION-ID", sid)
+                .json(&body),
+        )
+        .await
     }
 
     pub async fn get(&self, sid: &str, path: &str) -> (u16, Value) {
-        let r = self
-            .auth(self.client.get(self.url(path)))
-            .header("X-SESSION-ID", sid)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        Self::answer(
+            self.auth(self.client.get(self.url(path)))
+                .header("X-SESSION-ID", sid),
+        )
+        .await
     }
 
     pub async fn delete(&self, sid: &str, path: &str) -> (u16, Value) {
-        let r = self
-            .auth(self.client.delete(self.url(path)))
-            .header("X-SESSION-ID", sid)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        Self::answer(
+            self.auth(self.client.delete(self.url(path)))
+                .header("X-SESSION-ID", sid),
+        )
+        .await
     }
 
     pub async fn sh(&self, sid: &str, command: &str) -> Value {
