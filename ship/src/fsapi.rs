@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use axum::body::{Body as HttpBody, Bytes};
@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 use crate::api::{ApiError, ApiResult, Body, missing, ok, session_header};
-use crate::paths::{PathError, resolve};
+use crate::paths::{OpenError, PathError, create_parents, open_file, resolve};
 use crate::users::User;
 use crate::{St, as_user};
 
@@ -32,14 +32,53 @@ fn path_error(e: &PathError, w: &Path) -> ApiError {
             StatusCode::BAD_REQUEST,
             "Invalid path: contains a NUL character",
         ),
-        PathError::Denied => err(
-            StatusCode::FORBIDDEN,
-            format!(
-                "Access denied: path must be within workspace {}",
-                w.display()
-            ),
+        PathError::Denied => denied(w),
+        PathError::Loop => err(
+            StatusCode::BAD_REQUEST,
+            "Invalid path: too many levels of symbolic links",
         ),
     }
+}
+
+/// The 403 of a path outside the workspace `w` (§2.5).
+fn denied(w: &Path) -> ApiError {
+    err(
+        StatusCode::FORBIDDEN,
+        format!(
+            "Access denied: path must be within workspace {}",
+            w.display()
+        ),
+    )
+}
+
+/// Maps a failed [`open_file`]: 404 `not_found`, 400 `not_file`, 403, else through `fail`.
+fn open_error(
+    e: OpenError,
+    w: &Path,
+    not_found: impl Into<String>,
+    not_file: impl Into<String>,
+    fail: impl FnOnce(std::io::Error) -> ApiError,
+) -> ApiError {
+    match e {
+        OpenError::NotFound => err(StatusCode::NOT_FOUND, not_found),
+        OpenError::NotFile => err(StatusCode::BAD_REQUEST, not_file),
+        OpenError::Denied => denied(w),
+        OpenError::Io(e) => fail(e),
+    }
+}
+
+/// [`create_parents`] with its failure mapped like [`open_error`].
+fn parents(
+    w: &Path,
+    p: &Path,
+    not_file: impl Into<String>,
+    fail: impl FnOnce(std::io::Error) -> ApiError,
+) -> Result<(), ApiError> {
+    create_parents(w, p).map_err(|e| match e {
+        // A missing parent that cannot be created is reported as the I/O failure it is.
+        OpenError::NotFound => fail(std::io::Error::from_raw_os_error(libc::ENOENT)),
+        e => open_error(e, w, "", not_file, fail),
+    })
 }
 
 /// Parses the session header and the JSON body; header errors come first.
@@ -180,20 +219,6 @@ fn stat(
     }
 }
 
-/// [`stat`] of a path that must be a regular file: 400 with `not_file` otherwise.
-fn file_meta(
-    p: &Path,
-    not_found: impl Into<String>,
-    not_file: impl Into<String>,
-    fail: impl FnOnce(std::io::Error) -> ApiError,
-) -> Result<fs::Metadata, ApiError> {
-    let meta = stat(p, true, not_found, fail)?;
-    if !meta.is_file() {
-        return Err(err(StatusCode::BAD_REQUEST, not_file));
-    }
-    Ok(meta)
-}
-
 /// Runs `op(w, p)` on the blocking pool as the session's user, with `w` the user's workspace
 /// and `p` the `path` resolved in it.
 async fn in_workspace<T: Send + 'static>(
@@ -219,18 +244,12 @@ pub async fn create_file(State(st): State<St>, headers: HeaderMap, body: Bytes) 
     let content = b.opt_str("content", false).unwrap_or_default();
     let mode = b.opt_int("mode", false).flatten().unwrap_or(0o644);
     let sid = finish(sid, &b)?;
-    in_workspace(&st, &sid, path.clone(), true, move |_, p| {
+    in_workspace(&st, &sid, path.clone(), true, move |w, p| {
         let fail = io_failure("Failed to create file");
-        if let Some(parent) = p.parent() {
-            fs::create_dir_all(parent).map_err(fail)?;
-        }
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&p)
-            .map_err(fail)?;
+        let not_file = format!("Path is not a file: {path}");
+        parents(w, &p, not_file.clone(), fail)?;
+        let mut f = open_file(w, &p, libc::O_WRONLY | libc::O_TRUNC, Some(0o644))
+            .map_err(|e| open_error(e, w, not_file.clone(), not_file, fail))?;
         f.write_all(content.as_bytes()).map_err(fail)?;
         f.set_permissions(fs::Permissions::from_mode((mode as u32) & 0o777))
             .map_err(fail)?;
@@ -250,14 +269,18 @@ pub async fn read_file(State(st): State<St>, headers: HeaderMap, body: Bytes) ->
     let limit = b.opt_int("limit", true).flatten();
     let sid = finish(sid, &b)?;
     let enc = encoding(&enc_name)?;
-    in_workspace(&st, &sid, path.clone(), true, move |_, p| {
+    in_workspace(&st, &sid, path.clone(), true, move |w, p| {
         let fail = io_failure("Failed to read file");
-        let meta = file_meta(
-            &p,
-            format!("File not found: {path}"),
-            format!("Path is not a file: {path}"),
-            fail,
-        )?;
+        let mut f = open_file(w, &p, libc::O_RDONLY, None).map_err(|e| {
+            open_error(
+                e,
+                w,
+                format!("File not found: {path}"),
+                format!("Path is not a file: {path}"),
+                fail,
+            )
+        })?;
+        let meta = f.metadata().map_err(fail)?;
         if meta.len() > READ_LIMIT {
             return Err(err(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -267,7 +290,6 @@ pub async fn read_file(State(st): State<St>, headers: HeaderMap, body: Bytes) ->
                 ),
             ));
         }
-        let mut f = fs::File::open(&p).map_err(fail)?;
         let mut bytes = Vec::with_capacity(meta.len() as usize);
         Read::by_ref(&mut f)
             .take(READ_LIMIT + 1)
@@ -292,21 +314,19 @@ pub async fn write_file(State(st): State<St>, headers: HeaderMap, body: Bytes) -
     let enc_name = encoding_field(&mut b);
     let sid = finish(sid, &b)?;
     let enc = encoding(&enc_name)?;
-    in_workspace(&st, &sid, path.clone(), true, move |_, p| {
+    in_workspace(&st, &sid, path.clone(), true, move |w, p| {
         let fail = failure("Failed to write file");
         let io_fail = io_failure("Failed to write file");
         let data = encode(&content, enc, &enc_name).map_err(fail)?;
-        if let Some(parent) = p.parent() {
-            fs::create_dir_all(parent).map_err(io_fail)?;
-        }
-        let mut opts = fs::OpenOptions::new();
-        opts.create(true).mode(0o644);
-        if mode == "w" {
-            opts.write(true).truncate(true);
+        let not_file = format!("Path is not a file: {path}");
+        parents(w, &p, not_file.clone(), io_fail)?;
+        let flags = if mode == "w" {
+            libc::O_WRONLY | libc::O_TRUNC
         } else {
-            opts.append(true);
-        }
-        let mut f = opts.open(&p).map_err(io_fail)?;
+            libc::O_WRONLY | libc::O_APPEND
+        };
+        let mut f = open_file(w, &p, flags, Some(0o644))
+            .map_err(|e| open_error(e, w, not_file.clone(), not_file, io_fail))?;
         f.write_all(&data).map_err(io_fail)?;
         let size = f.metadata().map_err(io_fail)?.len();
         Ok(ok(json!({"success": true, "message": format!("File written: {path}"), "path": p, "size": size})))
@@ -324,22 +344,30 @@ pub async fn edit_file(State(st): State<St>, headers: HeaderMap, body: Bytes) ->
     let enc_name = encoding_field(&mut b);
     let sid = finish(sid, &b)?;
     let enc = encoding(&enc_name)?;
-    in_workspace(&st, &sid, path.clone(), true, move |_, p| {
+    in_workspace(&st, &sid, path.clone(), true, move |w, p| {
         let fail = failure("Failed to edit file");
         let io_fail = io_failure("Failed to edit file");
-        let meta = file_meta(
-            &p,
-            format!("File not found: {path}"),
-            format!("Path is not a file: {path}"),
-            io_fail,
-        )?;
+        let mut f = open_file(w, &p, libc::O_RDWR, None).map_err(|e| {
+            open_error(
+                e,
+                w,
+                format!("File not found: {path}"),
+                format!("Path is not a file: {path}"),
+                io_fail,
+            )
+        })?;
+        let meta = f.metadata().map_err(io_fail)?;
         if old == new {
             return Err(err(StatusCode::BAD_REQUEST, "'old_string' and 'new_string' must differ"));
         }
         if meta.len() > READ_LIMIT {
             return Err(fail(format!("file is too large (size {} bytes, limit {READ_LIMIT})", meta.len())));
         }
-        let bytes = fs::read(&p).map_err(io_fail)?;
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        Read::by_ref(&mut f)
+            .take(READ_LIMIT + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_fail)?;
         let text = decode(bytes, enc).ok_or_else(|| fail(format!("content is not valid {enc_name} text")))?;
         let text = normalise_newlines(&text);
         let count = text.matches(old.as_str()).count();
@@ -358,11 +386,8 @@ pub async fn edit_file(State(st): State<St>, headers: HeaderMap, body: Bytes) ->
             (text.replacen(old.as_str(), &new, 1), 1)
         };
         let data = encode(&out, enc, &enc_name).map_err(fail)?;
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(&p)
-            .map_err(io_fail)?;
+        f.set_len(0).map_err(io_fail)?;
+        f.rewind().map_err(io_fail)?;
         f.write_all(&data).map_err(io_fail)?;
         Ok(ok(json!({"success": true, "message": format!("File edited: {path}"), "path": p,
             "replacements": n, "size": data.len()})))
@@ -478,15 +503,17 @@ async fn open_temp(
     dir: PathBuf,
 ) -> Result<Result<(TempUpload, tokio::fs::File), String>, ApiError> {
     let u = user.clone();
+    let w = user.workspace.clone();
     as_user(user, move || {
-        fs::create_dir_all(&dir).map_err(|e| io_reason(&e))?;
         let path = dir.join(format!(".ship-upload-{:016x}.tmp", rand::random::<u64>()));
-        let f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&path)
-            .map_err(|e| io_reason(&e))?;
+        let reason = |e: OpenError| match e {
+            OpenError::NotFound => "No such file or directory".to_owned(),
+            OpenError::NotFile => format!("not a regular file: {}", path.display()),
+            OpenError::Denied => format!("path left the workspace: {}", path.display()),
+            OpenError::Io(e) => io_reason(&e),
+        };
+        create_parents(&w, &path).map_err(reason)?;
+        let f = open_file(&w, &path, libc::O_WRONLY, Some(0o644)).map_err(reason)?;
         Ok((
             TempUpload {
                 path,
@@ -608,10 +635,12 @@ pub async fn upload(State(st): State<St>, headers: HeaderMap, req: Request) -> A
     };
     let src = t.path.clone();
     let dst = target.clone();
+    let w = user.workspace.clone();
     let res = as_user(&user, move || -> Result<(), String> {
-        if let Some(parent) = dst.parent() {
-            fs::create_dir_all(parent).map_err(|e| io_reason(&e))?;
-        }
+        create_parents(&w, &dst).map_err(|e| match e {
+            OpenError::Io(e) => io_reason(&e),
+            _ => format!("cannot create the parent directories of {}", dst.display()),
+        })?;
         if fs::metadata(&dst).is_ok_and(|m| m.is_dir()) {
             return Err(format!("Is a directory: {}", dst.display()));
         }
@@ -652,10 +681,10 @@ pub async fn download(State(st): State<St>, headers: HeaderMap, req: Request) ->
     let (Ok(sid), Some(file_path)) = (sid, file_path) else {
         return Err(ApiError::internal());
     };
-    let opened = in_workspace(&st, &sid, file_path, true, move |_, p| {
+    let opened = in_workspace(&st, &sid, file_path, true, move |w, p| {
         let fail = io_failure("File download failed");
-        file_meta(&p, "File not found", "Path is not a file", fail)?;
-        let f = fs::File::open(&p).map_err(fail)?;
+        let f = open_file(w, &p, libc::O_RDONLY, None)
+            .map_err(|e| open_error(e, w, "File not found", "Path is not a file", fail))?;
         let meta = f.metadata().map_err(fail)?;
         Ok((p, f, meta))
     })

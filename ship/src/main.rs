@@ -101,12 +101,18 @@ pub async fn as_user<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     let id = user.ident();
-    tokio::task::spawn_blocking(move || sys::with_fs_creds(id, f))
-        .await
-        .map_err(|e| {
+    match tokio::task::spawn_blocking(move || sys::with_fs_creds(id, f)).await {
+        Ok(Ok(v)) => Ok(v),
+        // Fail closed: nothing ran with root's file-system rights.
+        Ok(Err(e)) => {
+            tracing::error!(user = %user.name, error = %e, "cannot take on the session user's file-system credentials");
+            Err(ApiError::internal())
+        }
+        Err(e) => {
             tracing::error!(error = %e, "file operation panicked");
-            ApiError::internal()
-        })
+            Err(ApiError::internal())
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -129,6 +135,7 @@ fn main() -> anyhow::Result<()> {
     if sys::getpid() != 1 {
         sys::become_subreaper();
     }
+    harden();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(64)
@@ -137,6 +144,28 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(run(cfg))
+}
+
+/// Process-wide hardening at start-up (issue 9): a private umask for everything the agent
+/// creates itself, an `oom_score_adj` that makes session processes (raised to 800 at their
+/// start) the OOM killer's choice before the agent, and — as PID 1 of a container that has
+/// `CAP_SYS_ADMIN` — `/proc` with `hidepid=invisible`. What cannot be done is logged.
+fn harden() {
+    sys::set_umask(0o077);
+    match sys::set_own_oom_score_adj(-1000) {
+        Ok(v) => tracing::info!(oom_score_adj = v, "agent oom_score_adj set"),
+        Err(e) => tracing::warn!(error = %e, "cannot set the agent's oom_score_adj"),
+    }
+    // Only in a container of its own: elsewhere /proc is the host's.
+    if sys::getpid() == 1 {
+        match sys::remount_proc_hidepid() {
+            Ok(()) => tracing::info!("/proc remounted with hidepid=invisible"),
+            Err(e) => tracing::info!(
+                error = %e,
+                "/proc cannot be remounted with hidepid (no CAP_SYS_ADMIN): sessions can see each other's processes"
+            ),
+        }
+    }
 }
 
 async fn run(cfg: Arc<Config>) -> anyhow::Result<()> {

@@ -58,6 +58,50 @@ impl Procs {
             .collect()
     }
 
+    /// Kills, with SIGKILL, every process of the session user `uid` that belongs to the unit
+    /// `sid` (a foreground command, background process, interpreter or terminal: each runs
+    /// in a session of its own) or to no live unit at all — that is, also everything the
+    /// unit started in a new session or process group (`setsid`, `nohup … &`, double forks).
+    /// Processes in the sessions of the user's other live units (its interpreter, terminals,
+    /// background processes, concurrent commands) are spared: a process can leave its session
+    /// only for a new one, never join an existing one, so those sessions cannot be used to
+    /// hide. Repeats until no such process is left (bounded: a fork bomb outrunning 200
+    /// rounds is left to the container's pid limit). Blocking.
+    pub fn kill_unit(&self, uid: u32, sid: i32) {
+        for round in 0..200 {
+            let victims: Vec<i32> = {
+                // Held while scanning and signalling: a unit being spawned is registered
+                // before any scan can see it.
+                let _owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+                let groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+                let victims: Vec<i32> = sys::processes_of(uid)
+                    .into_iter()
+                    .filter(|&(_, s)| s == sid || !groups.contains(&s))
+                    .map(|(pid, _)| pid)
+                    .collect();
+                for &pid in &victims {
+                    sys::kill(pid, libc::SIGKILL);
+                }
+                victims
+            };
+            if victims.is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(if round < 10 { 5 } else { 20 }));
+        }
+        tracing::warn!(
+            uid,
+            sid,
+            "processes of a session unit survived 200 kill rounds"
+        );
+    }
+
+    /// [`Self::kill_unit`] on the blocking pool.
+    pub async fn kill_unit_async(state: &St, uid: u32, sid: i32) {
+        let st = state.clone();
+        let _ = tokio::task::spawn_blocking(move || st.procs.kill_unit(uid, sid)).await;
+    }
+
     /// Reaps zombie children that are not registered.
     fn reap_orphans(&self) {
         let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());

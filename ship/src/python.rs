@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -29,14 +29,82 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
 const MAX_IMAGES: usize = 32;
 const MAX_IMAGE_BYTES: usize = 32 << 20;
+/// Longest event line read from the interpreter: one image at the image cap, plus room.
+/// User code can write to the event pipe too; a longer line is skipped, never kept whole.
+const MAX_EVENT_BYTES: usize = MAX_IMAGE_BYTES + (1 << 20);
+
+/// One line read from the event pipe.
+#[derive(Debug, PartialEq, Eq)]
+enum Event {
+    Line(String),
+    /// A line longer than the limit, skipped: its length in bytes.
+    Oversized(u64),
+}
+
+/// Newline-delimited events from the interpreter, each bounded by `limit` bytes. The partial
+/// line is kept in the reader, so [`Self::next`] can be cancelled (`select!`) and resumed.
+#[derive(Debug)]
+struct Events<R> {
+    r: BufReader<R>,
+    limit: usize,
+    buf: Vec<u8>,
+    total: u64,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> Events<R> {
+    fn new(r: R, limit: usize) -> Self {
+        Self {
+            r: BufReader::new(r),
+            limit,
+            buf: Vec::new(),
+            total: 0,
+        }
+    }
+
+    /// The next event line (without its newline); `None` at the end of the stream.
+    async fn next(&mut self) -> std::io::Result<Option<Event>> {
+        loop {
+            let chunk = self.r.fill_buf().await?;
+            let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None if chunk.is_empty() => (0, true),
+                None => (chunk.len(), false),
+            };
+            if take == 0 && self.total == 0 {
+                return Ok(None);
+            }
+            self.total += take as u64;
+            if self.total <= self.limit as u64 {
+                self.buf.extend_from_slice(&chunk[..take]);
+            } else if !self.buf.is_empty() {
+                self.buf = Vec::new();
+            }
+            self.r.consume(take);
+            if done {
+                let total = std::mem::take(&mut self.total);
+                let mut line = std::mem::take(&mut self.buf);
+                if total > self.limit as u64 {
+                    return Ok(Some(Event::Oversized(total)));
+                }
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                return Ok(Some(Event::Line(
+                    String::from_utf8_lossy(&line).into_owned(),
+                )));
+            }
+        }
+    }
+}
 
 /// A running interpreter.
 #[derive(Debug)]
 struct Kernel {
     child: tokio::process::Child,
     pid: i32,
+    uid: u32,
     cmd: pipe::Sender,
-    events: Lines<BufReader<pipe::Receiver>>,
+    events: Events<pipe::Receiver>,
 }
 
 /// The session's interpreter slot; the mutex serialises executions.
@@ -69,15 +137,16 @@ impl Kernel {
             .env_clear()
             .envs(crate::shell::base_env(user))
             .env("PYTHONUNBUFFERED", "1")
-            .current_dir(&user.workspace)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         sys::user_command(
             &mut c,
             user.ident(),
+            &user.workspace,
             vec![(cmd_r.as_raw_fd(), 3), (evt_w.as_raw_fd(), 4)],
-        );
+        )
+        .map_err(|e| format!("cannot start {}: {e}", st.cfg.python))?;
         let mut c = tokio::process::Command::from(c);
         let child = st
             .procs
@@ -89,11 +158,12 @@ impl Kernel {
         let mut kernel = Self {
             child,
             pid,
+            uid: user.uid,
             cmd: sender(cmd_w).map_err(|e| format!("cannot use the command pipe: {e}"))?,
-            events: BufReader::new(
+            events: Events::new(
                 receiver(evt_r).map_err(|e| format!("cannot use the event pipe: {e}"))?,
-            )
-            .lines(),
+                MAX_EVENT_BYTES,
+            ),
         };
         let source = format!("{}\n{DRIVER}", DRIVER.len());
         if let Err(e) = kernel.cmd.write_all(source.as_bytes()).await {
@@ -103,8 +173,8 @@ impl Kernel {
                 exit_text(status)
             ));
         }
-        match tokio::time::timeout(START_TIMEOUT, kernel.events.next_line()).await {
-            Ok(Ok(Some(line))) if line.contains("\"ready\"") => Ok(kernel),
+        match tokio::time::timeout(START_TIMEOUT, kernel.events.next()).await {
+            Ok(Ok(Some(Event::Line(line)))) if line.contains("\"ready\"") => Ok(kernel),
             Ok(_) => {
                 let status = kernel.kill(st).await;
                 Err(format!(
@@ -119,9 +189,11 @@ impl Kernel {
         }
     }
 
-    /// Kills the interpreter's process group and reaps it.
+    /// Kills the interpreter's process group and everything it started elsewhere
+    /// ([`crate::procs::Procs::kill_unit`]) and reaps it.
     async fn kill(&mut self, st: &St) -> Option<std::process::ExitStatus> {
         sys::kill_group(self.pid, libc::SIGKILL);
+        crate::procs::Procs::kill_unit_async(st, self.uid, self.pid).await;
         let status = self.child.wait().await.ok();
         st.procs.release(self.pid);
         status
@@ -138,6 +210,7 @@ impl Kernel {
             let _ = self.child.wait().await;
         }
         sys::kill_group(self.pid, libc::SIGKILL);
+        crate::procs::Procs::kill_unit_async(st, self.uid, self.pid).await;
         st.procs.release(self.pid);
     }
 
@@ -296,7 +369,7 @@ async fn run_cell(
     let mut interrupt_deadline = None;
     let finish = loop {
         let line = tokio::select! {
-            l = kernel.events.next_line() => l,
+            l = kernel.events.next() => l,
             () = tokio::time::sleep_until(deadline), if !interrupted => {
                 interrupted = true;
                 sys::kill_group(kernel.pid, libc::SIGINT);
@@ -318,7 +391,13 @@ async fn run_cell(
             }
         };
         match line {
-            Ok(Some(l)) => {
+            Ok(Some(Event::Oversized(n))) => {
+                col.text.push(
+                    format!("\n[... oversized output event of {n} bytes dropped ...]\n").as_bytes(),
+                );
+                col.truncated = true;
+            }
+            Ok(Some(Event::Line(l))) => {
                 let Ok(ev) = serde_json::from_str::<Value>(&l) else {
                     continue;
                 };
@@ -510,4 +589,26 @@ pub async fn list_kernels(State(st): State<St>, headers: HeaderMap) -> ApiResult
         Err(_) => Vec::new(),
     };
     Ok(ok(json!({ "kernels": kernels })))
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn oversized_event_lines_are_skipped_not_buffered() {
+        // Issue 9, attack 3: a line without end on the event pipe was buffered whole.
+        let mut data = b"{\"t\":\"a\"}\n".to_vec();
+        data.extend(std::iter::repeat_n(b'x', 1000));
+        data.extend_from_slice(b"\nlast");
+        let mut ev = Events::new(&data[..], 100);
+        assert_eq!(
+            ev.next().await.unwrap(),
+            Some(Event::Line("{\"t\":\"a\"}".into()))
+        );
+        assert_eq!(ev.next().await.unwrap(), Some(Event::Oversized(1001)));
+        assert!(ev.buf.capacity() <= 200, "the long line was never kept");
+        assert_eq!(ev.next().await.unwrap(), Some(Event::Line("last".into())));
+        assert_eq!(ev.next().await.unwrap(), None);
+    }
 }

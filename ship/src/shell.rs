@@ -117,6 +117,7 @@ fn drain(
 pub struct BgProc {
     id: String,
     pid: i32,
+    uid: u32,
     command: String,
     stdout: Shared,
     stderr: Shared,
@@ -185,6 +186,10 @@ pub fn base_env(user: &User) -> Vec<(String, String)> {
         ("SHELL".into(), "/bin/bash".into()),
         ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
         ("LANG".into(), "C.UTF-8".into()),
+        (
+            "TMPDIR".into(),
+            user.tmp_dir().to_string_lossy().into_owned(),
+        ),
     ]
 }
 
@@ -234,10 +239,12 @@ impl ExecResult {
     }
 }
 
-/// Kills the process group when the request is abandoned before the command finished.
+/// Kills the command (every process of its unit, see [`crate::procs::Procs::kill_unit`])
+/// when the request is abandoned before the command finished.
 struct KillGuard {
     st: St,
     pid: i32,
+    uid: u32,
     armed: bool,
 }
 
@@ -245,7 +252,11 @@ impl Drop for KillGuard {
     fn drop(&mut self) {
         if self.armed {
             sys::kill_group(self.pid, libc::SIGKILL);
-            self.st.procs.release(self.pid);
+            let (st, pid, uid) = (self.st.clone(), self.pid, self.uid);
+            tokio::task::spawn_blocking(move || {
+                st.procs.kill_unit(uid, pid);
+                st.procs.release(pid);
+            });
         }
     }
 }
@@ -257,6 +268,9 @@ fn resolve_cwd(w: &Path, c: &str) -> Result<PathBuf, String> {
         Ok(_) | Err(crate::paths::PathError::Nul) => {
             Err(format!("Working directory does not exist: {c}"))
         }
+        Err(crate::paths::PathError::Loop) => Err(format!(
+            "Working directory does not exist: {c} (too many levels of symbolic links)"
+        )),
         Err(crate::paths::PathError::Denied) => Err(format!(
             "Access denied: path must be within user workspace: {}",
             w.display()
@@ -327,14 +341,22 @@ async fn run(st: &St, sid: &str, req: Req) -> ExecResult {
         env.retain(|(n, _)| *n != k);
         env.push((k, v));
     }
+    // With a shell, the script travels in an in-memory file on fd 3, never on the command
+    // line (which every user of the ship can read in /proc): the shell sources it and the
+    // script's first line closes fd 3 so that the command does not inherit it.
+    let mut script_fd = None;
     let mut cmd = if req.use_shell {
         let script = format!(
-            "cd -- {} || exit 1\n{}",
+            "exec 3<&-\ncd -- {} || exit 1\n{}",
             shell_quote(&cwd.to_string_lossy()),
             req.command
         );
+        match sys::memfd_with(c"ship-command", script.as_bytes()) {
+            Ok(f) => script_fd = Some(f),
+            Err(e) => return ExecResult::soft(format!("Failed to start command: {e}")),
+        }
         let mut c = std::process::Command::new(&st.cfg.shell);
-        c.arg("-l").arg("-c").arg(script);
+        c.arg("-l").arg("-c").arg(". /proc/self/fd/3");
         c
     } else {
         let words = match shell_words::split(&req.command) {
@@ -350,13 +372,20 @@ async fn run(st: &St, sid: &str, req: Req) -> ExecResult {
     };
     cmd.env_clear()
         .envs(env)
-        .current_dir(&cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    sys::user_command(&mut cmd, user.ident(), vec![]);
+    let fds = script_fd
+        .as_ref()
+        .map(|f| vec![(std::os::fd::AsRawFd::as_raw_fd(f), 3)])
+        .unwrap_or_default();
+    if let Err(e) = sys::user_command(&mut cmd, user.ident(), &cwd, fds) {
+        return ExecResult::soft(format!("Failed to start command: {e}"));
+    }
     let mut cmd = tokio::process::Command::from(cmd);
-    let mut child = match st.procs.spawn(&mut cmd) {
+    let spawned = st.procs.spawn(&mut cmd);
+    drop(script_fd);
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => return ExecResult::soft(format!("Failed to start command: {e}")),
     };
@@ -373,6 +402,7 @@ async fn run(st: &St, sid: &str, req: Req) -> ExecResult {
         let entry = Arc::new(BgProc {
             id: id.clone(),
             pid,
+            uid: user.uid,
             command: req.command,
             stdout: out,
             stderr: err,
@@ -405,13 +435,16 @@ async fn run(st: &St, sid: &str, req: Req) -> ExecResult {
     let mut guard = KillGuard {
         st: st.clone(),
         pid,
+        uid: user.uid,
         armed: true,
     };
     let (status, timed_out) = match req.timeout {
         Some(t) => match tokio::time::timeout(t, child.wait()).await {
             Ok(s) => (s, false),
             Err(_) => {
+                // The whole unit: its process group, and what it started elsewhere.
                 sys::kill_group(pid, libc::SIGKILL);
+                crate::procs::Procs::kill_unit_async(st, user.uid, pid).await;
                 (child.wait().await, true)
             }
         },
@@ -502,6 +535,7 @@ pub async fn kill_process(
         ));
     }
     sys::kill_group(p.pid, libc::SIGKILL);
+    crate::procs::Procs::kill_unit_async(&st, p.uid, p.pid).await;
     // Wait briefly so that the listing shows the final status.
     for _ in 0..40 {
         if p.rc().is_some() {

@@ -21,8 +21,10 @@ pub struct Ident {
 /// Runs `f` on the current (blocking) thread with the file-system credentials of `id`:
 /// fsuid/fsgid switched and supplementary groups dropped, for this thread only. Root's
 /// file-system capabilities are cleared by the kernel while the fsuid is non-zero.
+/// Every switch is read back (`setfsuid(-1)` returns the current value) and `f` only runs
+/// when all of them took effect: otherwise it is an error and `f` is not called (fail closed).
 /// The previous credentials are restored afterwards, even when `f` panics.
-pub fn with_fs_creds<T>(id: Ident, f: impl FnOnce() -> T) -> T {
+pub fn with_fs_creds<T>(id: Ident, f: impl FnOnce() -> T) -> io::Result<T> {
     struct Restore {
         groups: Vec<libc::gid_t>,
     }
@@ -43,21 +45,120 @@ pub fn with_fs_creds<T>(id: Ident, f: impl FnOnce() -> T) -> T {
     groups.truncate(usize::try_from(n).unwrap_or(0));
     let _restore = Restore { groups };
     // SAFETY: raw syscalls (not the glibc wrappers, which would broadcast to every thread)
-    // change this thread's credentials only. setgroups(0, NULL) drops supplementary groups.
-    unsafe {
-        libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>());
+    // change this thread's credentials only. setgroups(0, NULL) drops supplementary groups;
+    // setfsuid/setfsgid(-1) change nothing and return the current value.
+    let (groups_rc, fsgid, fsuid) = unsafe {
+        let groups_rc = libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>());
         libc::syscall(libc::SYS_setfsgid, id.gid);
         libc::syscall(libc::SYS_setfsuid, id.uid);
+        (
+            groups_rc,
+            libc::syscall(libc::SYS_setfsgid, u32::MAX),
+            libc::syscall(libc::SYS_setfsuid, u32::MAX),
+        )
+    };
+    if groups_rc != 0 || fsgid != i64::from(id.gid) || fsuid != i64::from(id.uid) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "file-system credentials not switched: fsuid {fsuid} (wanted {}), fsgid {fsgid} \
+                 (wanted {}), setgroups rc {groups_rc}",
+                id.uid, id.gid
+            ),
+        ));
     }
-    f()
+    Ok(f())
 }
 
-/// Configures `cmd` to run as `id` (no supplementary groups) in a new session.
+/// The `oom_score_adj` of session processes: the OOM killer picks them before the agent.
+const SESSION_OOM_SCORE_ADJ: &[u8] = b"800\n";
+
+/// Sets the agent's own `oom_score_adj`: `value` when the kernel allows it (lowering needs
+/// `CAP_SYS_RESOURCE`), else at least 0. Returns the value that holds afterwards.
+pub fn set_own_oom_score_adj(value: i32) -> io::Result<i32> {
+    let path = "/proc/self/oom_score_adj";
+    if std::fs::write(path, format!("{value}\n")).is_err() {
+        // Without the capability only raising is allowed: make sure it is not above 0.
+        let current: i32 = std::fs::read_to_string(path)?.trim().parse().unwrap_or(0);
+        if current > 0 {
+            std::fs::write(path, "0\n")?;
+        }
+    }
+    std::fs::read_to_string(path)?
+        .trim()
+        .parse()
+        .map_err(|e| io::Error::other(format!("cannot parse {path}: {e}")))
+}
+
+/// Sets the process umask (the agent's own work: 077).
+pub fn set_umask(mask: u32) {
+    // SAFETY: umask cannot fail.
+    unsafe {
+        libc::umask(mask);
+    }
+}
+
+/// The part of a child's set-up that turns it into the session user: raise its
+/// `oom_score_adj` (while still root, so that /proc/self is writable), private umask 077,
+/// no supplementary groups, gid, uid (all checked, and read back), then `cwd`.
+///
+/// # Safety
+/// Only call between fork and exec: async-signal-safe calls only.
+unsafe fn become_user(id: Ident, cwd: &CStr) -> io::Result<()> {
+    // SAFETY: open/write/close/umask/setgroups/setgid/setuid/getuid/chdir are
+    // async-signal-safe; the buffers are valid for their lengths.
+    unsafe {
+        let fd = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if fd >= 0 {
+            libc::write(
+                fd,
+                SESSION_OOM_SCORE_ADJ.as_ptr().cast(),
+                SESSION_OOM_SCORE_ADJ.len(),
+            );
+            libc::close(fd);
+        }
+        libc::umask(0o077);
+        if libc::getuid() == 0 && libc::setgroups(0, std::ptr::null()) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::setgid(id.gid) < 0 || libc::setuid(id.uid) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::getuid() != id.uid
+            || libc::geteuid() != id.uid
+            || libc::getgid() != id.gid
+            || libc::getegid() != id.gid
+        {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
+        if libc::chdir(cwd.as_ptr()) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn cstring(p: &std::path::Path) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// Configures `cmd` to run as `id` (no supplementary groups, umask 077, high
+/// `oom_score_adj`) in a new session, with working directory `cwd` (entered as the user).
 /// `extra_fds` are `(source, target)` pairs duplicated into the child before exec.
-pub fn user_command(cmd: &mut Command, id: Ident, extra_fds: Vec<(RawFd, RawFd)>) {
-    cmd.uid(id.uid).gid(id.gid);
+pub fn user_command(
+    cmd: &mut Command,
+    id: Ident,
+    cwd: &std::path::Path,
+    extra_fds: Vec<(RawFd, RawFd)>,
+) -> io::Result<()> {
+    let cwd = cstring(cwd)?;
     // SAFETY: the hook only calls async-signal-safe functions (setsid, dup2, fcntl, signal,
-    // sigprocmask) between fork and exec.
+    // sigprocmask and those of `become_user`) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
@@ -76,15 +177,23 @@ pub fn user_command(cmd: &mut Command, id: Ident, extra_fds: Vec<(RawFd, RawFd)>
                     return Err(io::Error::last_os_error());
                 }
             }
+            become_user(id, &cwd)?;
             reset_signals();
             Ok(())
         });
     }
+    Ok(())
 }
 
-/// Configures `cmd` to run as `id` on the pseudo-terminal `slave` as its controlling terminal.
-pub fn pty_command(cmd: &mut Command, id: Ident, slave: RawFd) {
-    cmd.uid(id.uid).gid(id.gid);
+/// Configures `cmd` to run as `id` (as [`user_command`]) on the pseudo-terminal `slave` as
+/// its controlling terminal.
+pub fn pty_command(
+    cmd: &mut Command,
+    id: Ident,
+    cwd: &std::path::Path,
+    slave: RawFd,
+) -> io::Result<()> {
+    let cwd = cstring(cwd)?;
     // SAFETY: async-signal-safe calls only between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -99,10 +208,12 @@ pub fn pty_command(cmd: &mut Command, id: Ident, slave: RawFd) {
                     return Err(io::Error::last_os_error());
                 }
             }
+            become_user(id, &cwd)?;
             reset_signals();
             Ok(())
         });
     }
+    Ok(())
 }
 
 /// Restores default dispositions for the signals the agent handles, and an empty mask.
@@ -315,4 +426,186 @@ pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: an OwnedFd stays open, and always returns the same descriptor, for as long as
     // the AsyncFd owns it.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// Opens the directory `path` itself (never a symbolic link there) as an `O_PATH` descriptor.
+pub fn open_dir_nofollow(path: &std::path::Path) -> io::Result<OwnedFd> {
+    let c = cstring(path)?;
+    // SAFETY: open on a valid C string; the result is owned by us.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just opened.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `openat2(dir, rel, flags, mode)` with `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`: the
+/// kernel refuses any step (`..`, absolute link, `/proc/…/fd` link) that would leave `dir`.
+/// `ENOSYS` (kernel < 5.6) is returned as is, for the caller's fallback.
+pub fn openat2_beneath(dir: RawFd, rel: &CStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+    let creating = flags & (libc::O_CREAT | libc::O_TMPFILE) != 0;
+    // SAFETY: open_how is a plain C struct; zeroed is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.mode = if creating { u64::from(mode) } else { 0 };
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: openat2 reads `how` (of the size passed) and the C string; the result is owned
+    // by us.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir,
+            rel.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just opened and fits an int.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `openat(dir, name, flags | O_NOFOLLOW | O_CLOEXEC, mode)` for one path component.
+pub fn openat_nofollow(dir: RawFd, name: &CStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+    // SAFETY: openat on a valid C string; the result is owned by us.
+    let fd = unsafe {
+        libc::openat(
+            dir,
+            name.as_ptr(),
+            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just opened.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `mkdirat(dir, name, mode)`.
+pub fn mkdirat(dir: RawFd, name: &CStr, mode: u32) -> io::Result<()> {
+    // SAFETY: mkdirat on a valid C string.
+    if unsafe { libc::mkdirat(dir, name.as_ptr(), mode as libc::mode_t) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `fchmod(fd, mode)`.
+pub fn fchmod(fd: RawFd, mode: u32) -> io::Result<()> {
+    // SAFETY: fchmod on a descriptor owned by the caller.
+    if unsafe { libc::fchmod(fd, mode as libc::mode_t) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Clears `O_NONBLOCK` on `fd`.
+pub fn set_blocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor owned by the caller.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// An anonymous in-memory file (close-on-exec) holding `data`, positioned at its start:
+/// a way to hand text to a child without putting it on its command line.
+pub fn memfd_with(name: &CStr, data: &[u8]) -> io::Result<std::fs::File> {
+    use std::io::{Seek, Write};
+    // SAFETY: memfd_create on a valid C string; the result is owned by us.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just created.
+    let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    f.write_all(data)?;
+    f.rewind()?;
+    Ok(f)
+}
+
+/// Every process of `uid` (real or effective) as `(pid, session id)`, zombies left out.
+pub fn processes_of(uid: u32) -> Vec<(i32, i32)> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let uid_line = status.lines().find_map(|l| l.strip_prefix("Uid:"));
+        let ids: Vec<u32> = uid_line
+            .map(|l| {
+                l.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !(ids.first() == Some(&uid) || ids.get(1) == Some(&uid)) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().take(4).collect();
+        if f.len() < 4 || f[0] == "Z" || f[0] == "X" {
+            continue;
+        }
+        if let Ok(sid) = f[3].parse::<i32>() {
+            out.push((pid, sid));
+        }
+    }
+    out
+}
+
+/// Tries to mount a fresh `/proc` with `hidepid=invisible` over `/proc` (needs
+/// `CAP_SYS_ADMIN`): processes of other users become invisible to session users.
+pub fn remount_proc_hidepid() -> io::Result<()> {
+    // SAFETY: mount with valid C strings; remounting only changes the per-mount options.
+    let rc = unsafe {
+        libc::mount(
+            c"proc".as_ptr(),
+            c"/proc".as_ptr(),
+            c"proc".as_ptr(),
+            libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            c"hidepid=invisible".as_ptr().cast(),
+        )
+    };
+    if rc < 0 {
+        // Kernels before 5.8 only know the numeric form.
+        // SAFETY: as above.
+        let rc = unsafe {
+            libc::mount(
+                c"proc".as_ptr(),
+                c"/proc".as_ptr(),
+                c"proc".as_ptr(),
+                libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                c"hidepid=2".as_ptr().cast(),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }

@@ -161,9 +161,11 @@ async fn session(
     cmd.arg("-l")
         .env_clear()
         .envs(crate::shell::base_env(&user))
-        .env("TERM", "xterm-256color")
-        .current_dir(&user.workspace);
-    sys::pty_command(&mut cmd, user.ident(), slave.as_raw_fd());
+        .env("TERM", "xterm-256color");
+    if let Err(e) = sys::pty_command(&mut cmd, user.ident(), &user.workspace, slave.as_raw_fd()) {
+        close(&mut socket, 1011, &format!("cannot start the shell: {e}")).await;
+        return Ok(());
+    }
     let mut cmd = tokio::process::Command::from(cmd);
     let mut child = match st.procs.spawn(&mut cmd) {
         Ok(c) => c,
@@ -254,11 +256,14 @@ async fn session(
     // (every job has a process group of its own), reap.
     hangup_session(pid, libc::SIGHUP).await;
     let st2 = st.clone();
+    let uid = user.uid;
     tokio::spawn(async move {
         let kill_at = tokio::time::Instant::now() + Duration::from_secs(1);
         let _ = tokio::time::timeout_at(kill_at, child.wait()).await;
         tokio::time::sleep_until(kill_at).await;
         hangup_session(pid, libc::SIGKILL).await;
+        // And what the shell started in sessions of their own (`setsid`, `nohup … &`).
+        crate::procs::Procs::kill_unit_async(&st2, uid, pid).await;
         let _ = child.wait().await;
         st2.procs.release(pid);
     });

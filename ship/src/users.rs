@@ -32,6 +32,11 @@ pub struct User {
 }
 
 impl User {
+    /// The user's private temporary directory (`TMPDIR`), 0700 in the home.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.home.join("tmp")
+    }
+
     pub fn ident(&self) -> Ident {
         Ident {
             uid: self.uid,
@@ -107,6 +112,11 @@ impl Users {
                 changed = true;
             }
             let uid = inner.info[&name].uid;
+            // Records from before per-user groups name the shared group.
+            if inner.info[&name].gid != uid {
+                inner.info.insert(name.clone(), self.info(&name, uid));
+                changed = true;
+            }
             if let Err(e) = self
                 .ensure_system_user(&name, uid)
                 .and_then(|()| self.setup_home(&name, uid))
@@ -199,7 +209,7 @@ impl Users {
         User {
             name: name.to_owned(),
             uid,
-            gid: GROUP_ID,
+            gid: uid,
             workspace: home.join("workspace"),
             home,
         }
@@ -209,7 +219,7 @@ impl Users {
     fn info(&self, name: &str, uid: u32) -> UserInfo {
         UserInfo {
             uid,
-            gid: GROUP_ID,
+            gid: uid,
             home_dir: self.cfg.home_root.join(name).to_string_lossy().into_owned(),
         }
     }
@@ -252,9 +262,27 @@ impl Users {
         replace_file(&self.cfg.group_file, new.as_bytes(), Perms::Keep(0o644))
     }
 
-    /// Adds `name` to the passwd (and shadow) file if it is missing.
+    /// Adds `name` to the passwd (and shadow) file if it is missing, with its own primary
+    /// group `name` (gid = uid) in the group file.
     fn ensure_system_user(&self, name: &str, uid: u32) -> anyhow::Result<()> {
         let _lock = self.db_lock()?;
+        let groups = fs::read_to_string(&self.cfg.group_file).unwrap_or_default();
+        let gid_owner = groups.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 2 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_owned())
+        });
+        match gid_owner {
+            Some(g) if g == name => {}
+            Some(g) => anyhow::bail!("gid {uid} is already used by group {g}"),
+            None => {
+                let mut new = groups;
+                if !new.is_empty() && !new.ends_with('\n') {
+                    new.push('\n');
+                }
+                new.push_str(&format!("{name}:x:{uid}:\n"));
+                replace_file(&self.cfg.group_file, new.as_bytes(), Perms::Keep(0o644))?;
+            }
+        }
         let text = fs::read_to_string(&self.cfg.passwd_file).unwrap_or_default();
         if !text.lines().any(|l| l.split(':').next() == Some(name)) {
             let home = self.cfg.home_root.join(name);
@@ -263,7 +291,7 @@ impl Users {
                 new.push('\n');
             }
             new.push_str(&format!(
-                "{name}:x:{uid}:{GROUP_ID}::{}:{}\n",
+                "{name}:x:{uid}:{uid}::{}:{}\n",
                 home.display(),
                 self.cfg.shell
             ));
@@ -302,6 +330,7 @@ impl Users {
         let user = self.user(name, uid);
         self.ensure_workspace(&user)?;
         adopt_dir(&user.workspace, uid)?;
+        adopt_dir(&user.tmp_dir(), uid)?;
         // O_EXCL never follows a planted symlink; an existing file is left alone.
         if let Ok(mut f) = fs::OpenOptions::new()
             .write(true)
@@ -310,15 +339,28 @@ impl Users {
             .open(home.join(".bashrc"))
         {
             f.write_all(b"PS1='\\u@shipyard:\\w\\$ '\n")?;
-            sys::fchown(f.as_raw_fd(), uid, GROUP_ID)?;
+            sys::fchown(f.as_raw_fd(), uid, uid)?;
         }
         Ok(())
     }
 
     /// §4.2 step 1: the workspace must be a real directory; a symlink is removed, anything
     /// else moved aside, then a fresh directory is created.
+    /// The private `TMPDIR` (0700) is re-created the same way.
     pub fn ensure_workspace(&self, user: &User) -> anyhow::Result<()> {
         let w = &user.workspace;
+        let tmp = user.tmp_dir();
+        match fs::symlink_metadata(&tmp) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) => {
+                move_aside(&tmp, &m)?;
+                make_private_dir(&tmp, user.uid)?;
+            }
+            Err(_) if fs::symlink_metadata(&user.home).is_ok() => {
+                make_private_dir(&tmp, user.uid)?;
+            }
+            Err(_) => {}
+        }
         match fs::symlink_metadata(w) {
             Ok(m) if m.is_dir() => return Ok(()),
             Ok(m) => move_aside(w, &m)?,
@@ -330,12 +372,8 @@ impl Users {
                 .map_err(|e| anyhow::anyhow!("cannot create home {}: {e}", user.home.display()))?;
             adopt_dir(&user.home, user.uid)?;
         }
-        if let Err(e) = fs::create_dir(w)
-            && !fs::symlink_metadata(w).is_ok_and(|m| m.is_dir())
-        {
-            anyhow::bail!("cannot create workspace {}: {e}", w.display());
-        }
-        adopt_dir(w, user.uid)
+        make_private_dir(&tmp, user.uid)?;
+        make_private_dir(w, user.uid)
     }
 
     fn db_lock(&self) -> anyhow::Result<fs::File> {
@@ -368,15 +406,25 @@ impl Users {
     }
 }
 
-/// Re-owns a directory (not recursively) and sets 0700, through a descriptor opened without
-/// following links.
+/// Creates the directory `path` (an existing one is fine) and adopts it for `uid`.
+fn make_private_dir(path: &Path, uid: u32) -> anyhow::Result<()> {
+    if let Err(e) = fs::create_dir(path)
+        && !fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+    {
+        anyhow::bail!("cannot create {}: {e}", path.display());
+    }
+    adopt_dir(path, uid)
+}
+
+/// Re-owns a directory (not recursively) to `uid` and its own group (gid = uid) and sets
+/// 0700, through a descriptor opened without following links.
 fn adopt_dir(path: &Path, uid: u32) -> anyhow::Result<()> {
     let f = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-    sys::fchown(f.as_raw_fd(), uid, GROUP_ID)
+    sys::fchown(f.as_raw_fd(), uid, uid)
         .map_err(|e| anyhow::anyhow!("cannot chown {}: {e}", path.display()))?;
     f.set_permissions(fs::Permissions::from_mode(0o700))
         .map_err(|e| anyhow::anyhow!("cannot chmod {}: {e}", path.display()))?;
