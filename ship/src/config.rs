@@ -24,6 +24,9 @@ pub struct Config {
     pub git_sha: Option<String>,
     /// Login shell for session users: bash when present, else sh.
     pub shell: String,
+    /// Lowest session uid (10000; tests: `SHIP_FIRST_UID`, so that agents running side by
+    /// side on one host never share a uid: a uid is the unit processes are killed by).
+    pub first_uid: u32,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -54,7 +57,15 @@ impl Config {
             .iter()
             .find(|p| std::path::Path::new(p).exists())
             .map_or_else(|| "/bin/sh".to_owned(), |p| (*p).to_owned());
+        let first_uid = match var("SHIP_FIRST_UID") {
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("invalid SHIP_FIRST_UID {v:?}: expected a uid"))?,
+            None => 10_000,
+        };
         Ok(Self {
+            first_uid,
             port,
             auth_token: var("SHIP_AUTH_TOKEN"),
             max_output_bytes: max_output_bytes.max(2),

@@ -19,7 +19,6 @@ use crate::sys::{self, Ident};
 /// Group of every session user (reference).
 pub const GROUP_NAME: &str = "shipyard_users";
 pub const GROUP_ID: u32 = 9999;
-const FIRST_UID: u32 = 10000;
 
 /// A ready session user.
 #[derive(Debug, Clone)]
@@ -228,7 +227,7 @@ impl Users {
     /// before), else a newly allocated uid.
     fn home_uid_or_allocate(&self, inner: &Inner, name: &str) -> anyhow::Result<u32> {
         match fs::metadata(self.cfg.home_root.join(name)) {
-            Ok(m) if m.uid() >= FIRST_UID => Ok(m.uid()),
+            Ok(m) if m.uid() >= self.cfg.first_uid => Ok(m.uid()),
             _ => self.allocate_uid(inner),
         }
     }
@@ -240,7 +239,14 @@ impl Users {
             .filter_map(|l| l.split(':').nth(2)?.parse().ok())
             .collect();
         used.extend(inner.info.values().map(|i| i.uid));
-        (FIRST_UID..u32::MAX - 1)
+        // The uid is also the user's own gid: skip gids other groups hold.
+        let groups = fs::read_to_string(&self.cfg.group_file).unwrap_or_default();
+        used.extend(
+            groups
+                .lines()
+                .filter_map(|l| l.split(':').nth(2)?.parse::<u32>().ok()),
+        );
+        (self.cfg.first_uid..u32::MAX - 1)
             .find(|u| !used.contains(u))
             .ok_or_else(|| anyhow::anyhow!("no free uid"))
     }
@@ -311,11 +317,22 @@ impl Users {
         Ok(())
     }
 
+    /// Creates the root of the homes when missing: 0755 (whatever the agent's umask), so
+    /// that every user can reach its own home.
+    fn ensure_home_root(&self) -> anyhow::Result<()> {
+        let root = &self.cfg.home_root;
+        if fs::symlink_metadata(root).is_err() {
+            fs::create_dir_all(root)
+                .and_then(|()| fs::set_permissions(root, fs::Permissions::from_mode(0o755)))
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", root.display()))?;
+        }
+        Ok(())
+    }
+
     /// Creates or adopts the home (0700, owned by the user), the workspace and `~/.bashrc`.
     fn setup_home(&self, name: &str, uid: u32) -> anyhow::Result<()> {
         let home = self.cfg.home_root.join(name);
-        fs::create_dir_all(&self.cfg.home_root)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", self.cfg.home_root.display()))?;
+        self.ensure_home_root()?;
         if let Ok(m) = fs::symlink_metadata(&home)
             && !m.is_dir()
         {
@@ -367,7 +384,7 @@ impl Users {
             Err(_) => {}
         }
         if fs::symlink_metadata(&user.home).is_err() {
-            let _ = fs::create_dir_all(&self.cfg.home_root);
+            let _ = self.ensure_home_root();
             fs::create_dir(&user.home)
                 .map_err(|e| anyhow::anyhow!("cannot create home {}: {e}", user.home.display()))?;
             adopt_dir(&user.home, user.uid)?;
@@ -578,18 +595,20 @@ mod tests {
         let m = fs::metadata(&a.home).unwrap();
         assert_eq!(
             (m.uid(), m.gid(), m.mode() & 0o777),
-            (10001, GROUP_ID, 0o700)
+            (10001, 10001, 0o700),
+            "owned by the user and its own group"
         );
         assert!(
             fs::read_to_string(dir.path().join("passwd"))
                 .unwrap()
-                .contains(&format!("{}:x:10001:9999:", a.name))
+                .contains(&format!("{}:x:10001:10001:", a.name))
         );
-        assert!(
-            fs::read_to_string(dir.path().join("group"))
-                .unwrap()
-                .contains("shipyard_users:x:9999:")
-        );
+        let group = fs::read_to_string(dir.path().join("group")).unwrap();
+        assert!(group.contains("shipyard_users:x:9999:"));
+        assert!(group.contains(&format!("{}:x:10001:\n", a.name)), "{group}");
+        assert!(group.contains(&format!("{}:x:10002:\n", b.name)), "{group}");
+        let tmp = fs::metadata(a.tmp_dir()).unwrap();
+        assert_eq!((tmp.uid(), tmp.mode() & 0o777), (10001, 0o700));
         assert!(
             fs::read_to_string(dir.path().join("shadow"))
                 .unwrap()

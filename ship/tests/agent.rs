@@ -144,7 +144,7 @@ async fn shell_exec_runs_as_the_session_user() {
     let out: Vec<&str> = v["stdout"].as_str().unwrap().lines().collect();
     let uid: u32 = out[0].parse().unwrap();
     assert!(uid >= 10000);
-    assert_eq!(out[1], "9999", "only the shipyard_users group");
+    assert_eq!(out[1], uid.to_string(), "only the user's own group");
     assert!(out[2].ends_with("/workspace"));
     assert_eq!(v["stderr"], "err");
     assert!(v["pid"].as_i64().unwrap() > 0);
@@ -449,7 +449,7 @@ async fn file_api_routes_and_errors() {
         .parse()
         .unwrap();
     let m = std::fs::metadata(&abs).unwrap();
-    assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (uid, 9999, 0o644));
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (uid, uid, 0o644));
     let m = std::fs::metadata(std::path::Path::new(&abs).parent().unwrap()).unwrap();
     assert_eq!(m.uid(), uid);
     let (_, v) = a

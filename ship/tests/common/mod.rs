@@ -52,6 +52,11 @@ pub async fn start(extra_env: &[(&str, &str)]) -> Option<Agent> {
         .env("SHIP_GROUP_FILE", dir.path().join("group"))
         .env("SHIP_SHADOW_FILE", dir.path().join("shadow"))
         .env("SHIP_SKILLS_DIR", dir.path().join("skills"))
+        // Agents of tests running side by side never share a uid (the kill unit).
+        .env(
+            "SHIP_FIRST_UID",
+            (10_000_000 + u32::from(port) * 64).to_string(),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
