@@ -33,12 +33,27 @@ const MAX_IMAGE_BYTES: usize = 32 << 20;
 /// User code can write to the event pipe too; a longer line is skipped, never kept whole.
 const MAX_EVENT_BYTES: usize = MAX_IMAGE_BYTES + (1 << 20);
 
+/// Bytes kept from the end of an oversized line, where the driver's own event ends up when
+/// user code wrote to the pipe without a newline.
+const EVENT_TAIL_BYTES: usize = 1 << 20;
+
 /// One line read from the event pipe.
 #[derive(Debug, PartialEq, Eq)]
 enum Event {
     Line(String),
-    /// A line longer than the limit, skipped: its length in bytes.
-    Oversized(u64),
+    /// A line longer than the limit, skipped: its length in bytes, and the driver event found
+    /// at its end, if any.
+    Oversized(u64, Option<String>),
+}
+
+/// The last driver event (`{"t": …}` as `json.dumps` writes it) that `tail` ends with.
+fn trailing_event(tail: &[u8]) -> Option<String> {
+    let marker = b"{\"t\": ";
+    let start = tail.windows(marker.len()).rposition(|w| w == marker)?;
+    let text = std::str::from_utf8(&tail[start..]).ok()?.trim_end();
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .map(|_| text.to_owned())
 }
 
 /// Newline-delimited events from the interpreter, each bounded by `limit` bytes. The partial
@@ -49,6 +64,8 @@ struct Events<R> {
     limit: usize,
     buf: Vec<u8>,
     total: u64,
+    /// The end of an oversized line (at most 2 × [`EVENT_TAIL_BYTES`]).
+    tail: Vec<u8>,
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> Events<R> {
@@ -58,6 +75,7 @@ impl<R: tokio::io::AsyncRead + Unpin> Events<R> {
             limit,
             buf: Vec::new(),
             total: 0,
+            tail: Vec::new(),
         }
     }
 
@@ -76,15 +94,22 @@ impl<R: tokio::io::AsyncRead + Unpin> Events<R> {
             self.total += take as u64;
             if self.total <= self.limit as u64 {
                 self.buf.extend_from_slice(&chunk[..take]);
-            } else if !self.buf.is_empty() {
-                self.buf = Vec::new();
+            } else {
+                if !self.buf.is_empty() {
+                    self.buf = Vec::new();
+                }
+                self.tail.extend_from_slice(&chunk[..take]);
+                if self.tail.len() > 2 * EVENT_TAIL_BYTES {
+                    self.tail.drain(..self.tail.len() - EVENT_TAIL_BYTES);
+                }
             }
             self.r.consume(take);
             if done {
                 let total = std::mem::take(&mut self.total);
                 let mut line = std::mem::take(&mut self.buf);
                 if total > self.limit as u64 {
-                    return Ok(Some(Event::Oversized(total)));
+                    let tail = std::mem::take(&mut self.tail);
+                    return Ok(Some(Event::Oversized(total, trailing_event(&tail))));
                 }
                 if line.last() == Some(&b'\n') {
                     line.pop();
@@ -391,11 +416,19 @@ async fn run_cell(
             }
         };
         match line {
-            Ok(Some(Event::Oversized(n))) => {
+            Ok(Some(Event::Oversized(n, trailing))) => {
                 col.text.push(
                     format!("\n[... oversized output event of {n} bytes dropped ...]\n").as_bytes(),
                 );
                 col.truncated = true;
+                let Some(l) = trailing else { continue };
+                let Ok(ev) = serde_json::from_str::<Value>(&l) else {
+                    continue;
+                };
+                match ev.get("t").and_then(Value::as_str) {
+                    Some("done") => break ev,
+                    _ => col.event(&ev),
+                }
             }
             Ok(Some(Event::Line(l))) => {
                 let Ok(ev) = serde_json::from_str::<Value>(&l) else {
@@ -600,14 +633,20 @@ mod event_tests {
         // Issue 9, attack 3: a line without end on the event pipe was buffered whole.
         let mut data = b"{\"t\":\"a\"}\n".to_vec();
         data.extend(std::iter::repeat_n(b'x', 1000));
-        data.extend_from_slice(b"\nlast");
+        data.extend_from_slice(b"\n");
+        data.extend(std::iter::repeat_n(b'y', 1000));
+        data.extend_from_slice(b"{\"t\": \"done\"}\nlast");
         let mut ev = Events::new(&data[..], 100);
         assert_eq!(
             ev.next().await.unwrap(),
             Some(Event::Line("{\"t\":\"a\"}".into()))
         );
-        assert_eq!(ev.next().await.unwrap(), Some(Event::Oversized(1001)));
+        assert_eq!(ev.next().await.unwrap(), Some(Event::Oversized(1001, None)));
         assert!(ev.buf.capacity() <= 200, "the long line was never kept");
+        assert_eq!(
+            ev.next().await.unwrap(),
+            Some(Event::Oversized(1014, Some("{\"t\": \"done\"}".into())))
+        );
         assert_eq!(ev.next().await.unwrap(), Some(Event::Line("last".into())));
         assert_eq!(ev.next().await.unwrap(), None);
     }

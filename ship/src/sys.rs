@@ -609,3 +609,58 @@ pub fn remount_proc_hidepid() -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fs_credentials_that_did_not_switch_fail_closed() {
+        // Issue 9: a setfsuid that silently failed left the operation running with root's
+        // file-system rights. A thread without CAP_SETUID cannot switch: `f` must not run.
+        std::thread::spawn(|| {
+            if is_root() {
+                // SAFETY: raw setresuid changes this test thread's credentials only (the
+                // glibc wrapper would change every thread of the test process).
+                let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
+                assert_eq!(rc, 0);
+            }
+            let mut ran = false;
+            let r = with_fs_creds(
+                Ident {
+                    uid: 12345,
+                    gid: 12345,
+                },
+                || ran = true,
+            );
+            assert!(r.is_err(), "switch reported as done");
+            assert!(!ran, "the operation ran without the user's credentials");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn fs_credentials_switch_and_are_restored() {
+        if !is_root() {
+            return;
+        }
+        std::thread::spawn(|| {
+            let id = Ident {
+                uid: 12345,
+                gid: 12346,
+            };
+            // SAFETY: setfsuid/setfsgid(-1) only read this thread's values.
+            let read = || unsafe {
+                (
+                    libc::syscall(libc::SYS_setfsuid, u32::MAX),
+                    libc::syscall(libc::SYS_setfsgid, u32::MAX),
+                )
+            };
+            assert_eq!(with_fs_creds(id, read).unwrap(), (12345, 12346));
+            assert_eq!(read(), (0, 0));
+        })
+        .join()
+        .unwrap();
+    }
+}
