@@ -2,6 +2,7 @@
 //! Run by `cargo xtask test` after it has built the images (see `ship_image_tests`).
 
 mod files;
+mod hardening;
 mod isolation;
 mod lifecycle;
 mod python;
