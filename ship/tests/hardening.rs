@@ -1,6 +1,7 @@
 //! Sandbox hardening (issue 9) on the agent binary: symlink chains, FIFOs, escaped processes
 //! and command lines (as root on a loopback port, like `agent.rs`).
 
+#[expect(dead_code, reason = "the shared harness: this test binary uses only part of it")]
 mod common;
 
 use std::time::Duration;
