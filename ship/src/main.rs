@@ -238,6 +238,17 @@ async fn signals(state: St) {
     for &g in &state.procs.groups() {
         sys::kill_group(g, libc::SIGKILL);
     }
+    // And what session processes started outside their units (new sessions, double forks).
+    let st = state.clone();
+    let _ = tokio::time::timeout(
+        Duration::from_millis(500),
+        tokio::task::spawn_blocking(move || {
+            for uid in st.users.uids() {
+                st.procs.kill_user(uid);
+            }
+        }),
+    )
+    .await;
     // Let terminal close frames go out.
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Pending metadata writes complete (a user being created finishes first), and no new

@@ -68,6 +68,16 @@ impl Procs {
     /// hide. Repeats until no such process is left (bounded: a fork bomb outrunning 200
     /// rounds is left to the container's pid limit). Blocking.
     pub fn kill_unit(&self, uid: u32, sid: i32) {
+        self.kill_matching(uid, |s, live| s == sid || !live);
+    }
+
+    /// Kills every process of the session user `uid`, whatever unit it belongs to (shutdown).
+    pub fn kill_user(&self, uid: u32) {
+        self.kill_matching(uid, |_, _| true);
+    }
+
+    /// The loop of [`Self::kill_unit`]: `victim(session id, in a live unit)`.
+    fn kill_matching(&self, uid: u32, victim: impl Fn(i32, bool) -> bool) {
         for round in 0..200 {
             let victims: Vec<i32> = {
                 // Held while scanning and signalling: a unit being spawned is registered
@@ -76,7 +86,7 @@ impl Procs {
                 let groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
                 let victims: Vec<i32> = sys::processes_of(uid)
                     .into_iter()
-                    .filter(|&(_, s)| s == sid || !groups.contains(&s))
+                    .filter(|&(_, s)| victim(s, groups.contains(&s)))
                     .map(|(pid, _)| pid)
                     .collect();
                 for &pid in &victims {
@@ -89,11 +99,7 @@ impl Procs {
             }
             std::thread::sleep(Duration::from_millis(if round < 10 { 5 } else { 20 }));
         }
-        tracing::warn!(
-            uid,
-            sid,
-            "processes of a session unit survived 200 kill rounds"
-        );
+        tracing::warn!(uid, "session processes survived 200 kill rounds");
     }
 
     /// [`Self::kill_unit`] on the blocking pool.

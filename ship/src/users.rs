@@ -166,6 +166,12 @@ impl Users {
         Ok(self.user(&name, uid))
     }
 
+    /// The uids of every known session user.
+    pub fn uids(&self) -> Vec<u32> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.info.values().map(|i| i.uid).collect()
+    }
+
     /// The user of an already mapped session, without creating anything.
     pub fn lookup(&self, session_id: &str) -> Option<User> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,7 +1,10 @@
 //! Sandbox hardening (issue 9) on the agent binary: symlink chains, FIFOs, escaped processes
 //! and command lines (as root on a loopback port, like `agent.rs`).
 
-#[expect(dead_code, reason = "the shared harness: this test binary uses only part of it")]
+#[expect(
+    dead_code,
+    reason = "the shared harness: this test binary uses only part of it"
+)]
 mod common;
 
 use std::time::Duration;
@@ -82,15 +85,10 @@ async fn a_timeout_kills_processes_started_in_new_sessions() {
         )
         .await;
     assert_eq!((s, v["error"].clone()), (200, json!("Command timed out")));
-    let mut left = true;
-    for _ in 0..20 {
-        left = all_args().lines().any(|l| l.trim() == "sleep 307");
-        if !left {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(!left, "the escaped `sleep 307` survived the timeout");
+    assert!(
+        !still_running("sleep 307").await,
+        "the escaped `sleep 307` survived the timeout"
+    );
 }
 
 #[tokio::test]
@@ -110,4 +108,43 @@ async fn command_text_is_not_on_any_command_line() {
     let id = v["process_id"].as_str().unwrap().to_owned();
     let (s, _) = a.delete("argv", &format!("/shell/process/{id}")).await;
     assert_eq!(s, 200);
+}
+
+/// Waits (bounded) until no process runs `needle`; whether one is left.
+async fn still_running(needle: &str) -> bool {
+    for _ in 0..20 {
+        if !all_args().lines().any(|l| l.trim() == needle) {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    true
+}
+
+#[tokio::test]
+async fn shutdown_kills_what_sessions_started_in_new_sessions() {
+    let Some(mut a) = start(&[]).await else {
+        return;
+    };
+    let v = a
+        .sh(
+            "bye",
+            "setsid sh -c 'sleep 308' </dev/null >/dev/null 2>&1 & echo started",
+        )
+        .await;
+    assert_eq!(v["stdout"], "started", "{v}");
+    let mut started = false;
+    for _ in 0..40 {
+        started = all_args().lines().any(|l| l.trim() == "sleep 308");
+        if started {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started, "the escaped process never ran");
+    assert!(a.terminate().is_some_and(|s| s.success()));
+    assert!(
+        !still_running("sleep 308").await,
+        "left running after shutdown"
+    );
 }
