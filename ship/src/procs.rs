@@ -84,7 +84,7 @@ impl Procs {
                 // before any scan can see it.
                 let _owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
                 let groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-                let victims: Vec<i32> = sys::processes_of(uid)
+                let victims: Vec<i32> = processes_of(uid)
                     .into_iter()
                     .filter(|&(_, s)| victim(s, groups.contains(&s)))
                     .map(|(pid, _)| pid)
@@ -147,31 +147,33 @@ fn own_children() -> Option<Vec<i32>> {
     Some(pids)
 }
 
+/// The pids listed in `/proc`.
+fn proc_pids() -> impl Iterator<Item = i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+}
+
+/// `(state, ppid, process group, session)` of a process, from `/proc/<pid>/stat`.
+fn proc_stat(pid: i32) -> Option<(String, i32, i32, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid pgrp session …": comm may contain anything, so split after the
+    // last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace();
+    let state = f.next()?.to_owned();
+    let mut num = || f.next()?.parse::<i32>().ok();
+    Some((state, num()?, num()?, num()?))
+}
+
 /// Fallback for kernels without `/proc/<pid>/task/<tid>/children`: every process in `/proc`
 /// whose parent is the agent and which is a zombie.
 fn reap_by_scanning_proc(owned: &HashSet<i32>) {
     let me = sys::getpid();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if owned.contains(&pid) {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "pid (comm) S ppid …": comm may contain anything, so split after the last ')'.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next();
-        let ppid = fields.next().and_then(|p| p.parse::<i32>().ok());
-        if state == Some("Z") && ppid == Some(me) {
+    for pid in proc_pids().filter(|p| !owned.contains(p)) {
+        if proc_stat(pid).is_some_and(|(state, ppid, _, _)| state == "Z" && ppid == me) {
             sys::reap(pid);
         }
     }
@@ -183,26 +185,8 @@ pub fn signal_session(sid: i32, sig: i32) {
     if sid <= 1 {
         return;
     }
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        // state, ppid, pgrp, session
-        if rest
-            .split_whitespace()
-            .nth(3)
-            .and_then(|s| s.parse::<i32>().ok())
-            == Some(sid)
-        {
+    for pid in proc_pids() {
+        if proc_stat(pid).is_some_and(|(_, _, _, s)| s == sid) {
             sys::kill(pid, sig);
         }
     }
@@ -210,23 +194,34 @@ pub fn signal_session(sid: i32, sig: i32) {
 
 /// Whether any non-zombie process belongs to one of `groups`.
 pub fn any_alive(groups: &[i32]) -> bool {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    rd.flatten().any(|e| {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            return false;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            return false;
-        };
-        // state, ppid, pgrp
-        let f: Vec<&str> = rest.split_whitespace().take(3).collect();
-        f.len() == 3 && f[0] != "Z" && f[2].parse::<i32>().is_ok_and(|g| groups.contains(&g))
+    proc_pids().any(|pid| {
+        proc_stat(pid).is_some_and(|(state, _, pgrp, _)| state != "Z" && groups.contains(&pgrp))
     })
+}
+
+/// Every live (not zombie) process of `uid` (real or effective) as `(pid, session id)`.
+fn processes_of(uid: u32) -> Vec<(i32, i32)> {
+    proc_pids()
+        .filter(|pid| {
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                return false;
+            };
+            let ids: Vec<u32> = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|l| {
+                    l.split_whitespace()
+                        .filter_map(|x| x.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            ids.first() == Some(&uid) || ids.get(1) == Some(&uid)
+        })
+        .filter_map(|pid| {
+            let (state, _, _, sid) = proc_stat(pid)?;
+            (state != "Z" && state != "X").then_some((pid, sid))
+        })
+        .collect()
 }
 
 /// Starts the orphan reaper: on every SIGCHLD and once a second.

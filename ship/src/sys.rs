@@ -537,77 +537,28 @@ pub fn memfd_with(name: &CStr, data: &[u8]) -> io::Result<std::fs::File> {
     Ok(f)
 }
 
-/// Every process of `uid` (real or effective) as `(pid, session id)`, zombies left out.
-pub fn processes_of(uid: u32) -> Vec<(i32, i32)> {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-            continue;
-        };
-        let uid_line = status.lines().find_map(|l| l.strip_prefix("Uid:"));
-        let ids: Vec<u32> = uid_line
-            .map(|l| {
-                l.split_whitespace()
-                    .filter_map(|x| x.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !(ids.first() == Some(&uid) || ids.get(1) == Some(&uid)) {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().take(4).collect();
-        if f.len() < 4 || f[0] == "Z" || f[0] == "X" {
-            continue;
-        }
-        if let Ok(sid) = f[3].parse::<i32>() {
-            out.push((pid, sid));
-        }
-    }
-    out
-}
-
 /// Tries to mount a fresh `/proc` with `hidepid=invisible` over `/proc` (needs
 /// `CAP_SYS_ADMIN`): processes of other users become invisible to session users.
 pub fn remount_proc_hidepid() -> io::Result<()> {
-    // SAFETY: mount with valid C strings; remounting only changes the per-mount options.
-    let rc = unsafe {
-        libc::mount(
-            c"proc".as_ptr(),
-            c"/proc".as_ptr(),
-            c"proc".as_ptr(),
-            libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            c"hidepid=invisible".as_ptr().cast(),
-        )
-    };
-    if rc < 0 {
-        // Kernels before 5.8 only know the numeric form.
-        // SAFETY: as above.
+    let mut result = Ok(());
+    // Kernels before 5.8 only know the numeric form.
+    for options in [c"hidepid=invisible", c"hidepid=2"] {
+        // SAFETY: mount with valid C strings; remounting only changes the per-mount options.
         let rc = unsafe {
             libc::mount(
                 c"proc".as_ptr(),
                 c"/proc".as_ptr(),
                 c"proc".as_ptr(),
                 libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                c"hidepid=2".as_ptr().cast(),
+                options.as_ptr().cast(),
             )
         };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
+        if rc == 0 {
+            return Ok(());
         }
+        result = Err(io::Error::last_os_error());
     }
-    Ok(())
+    result
 }
 
 #[cfg(test)]
