@@ -347,12 +347,13 @@ pub async fn edit_file(State(st): State<St>, headers: HeaderMap, body: Bytes) ->
     in_workspace(&st, &sid, path.clone(), true, move |w, p| {
         let fail = failure("Failed to edit file");
         let io_fail = io_failure("Failed to edit file");
-        let mut f = open_file(w, &p, libc::O_RDWR, None).map_err(|e| {
+        let not_file = format!("Path is not a file: {path}");
+        let mut f = open_file(w, &p, libc::O_RDONLY, None).map_err(|e| {
             open_error(
                 e,
                 w,
                 format!("File not found: {path}"),
-                format!("Path is not a file: {path}"),
+                not_file.clone(),
                 io_fail,
             )
         })?;
@@ -386,8 +387,8 @@ pub async fn edit_file(State(st): State<St>, headers: HeaderMap, body: Bytes) ->
             (text.replacen(old.as_str(), &new, 1), 1)
         };
         let data = encode(&out, enc, &enc_name).map_err(fail)?;
-        f.set_len(0).map_err(io_fail)?;
-        f.rewind().map_err(io_fail)?;
+        let mut f = open_file(w, &p, libc::O_WRONLY | libc::O_TRUNC, None)
+            .map_err(|e| open_error(e, w, not_file.clone(), not_file, io_fail))?;
         f.write_all(&data).map_err(io_fail)?;
         Ok(ok(json!({"success": true, "message": format!("File edited: {path}"), "path": p,
             "replacements": n, "size": data.len()})))
@@ -647,7 +648,15 @@ pub async fn upload(State(st): State<St>, headers: HeaderMap, req: Request) -> A
         match fs::rename(&src, &dst) {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                fs::copy(&src, &dst).map_err(|e| io_reason(&e))?;
+                // Copied through descriptors opened beneath W (a FIFO there is refused).
+                let reason = |e: OpenError| match e {
+                    OpenError::Io(e) => io_reason(&e),
+                    _ => format!("cannot open {}", dst.display()),
+                };
+                let mut from = open_file(&w, &src, libc::O_RDONLY, None).map_err(reason)?;
+                let mut to = open_file(&w, &dst, libc::O_WRONLY | libc::O_TRUNC, Some(0o644))
+                    .map_err(reason)?;
+                std::io::copy(&mut from, &mut to).map_err(|e| io_reason(&e))?;
                 let _ = fs::remove_file(&src);
                 Ok(())
             }
