@@ -168,10 +168,20 @@ impl DockerDriver {
         };
         match docker.inspect_network(net, None).await {
             Ok(existing) => {
-                if let Some(w) = isolation_warning(&self.settings, &existing) {
+                let Some(w) = isolation_warning(&self.settings, &existing) else {
+                    return Ok(());
+                };
+                if !replaceable(&self.settings, &existing) {
                     warn!(network = %net, "{w}");
+                    return Ok(());
                 }
-                return Ok(());
+                // Bay's own network from before isolation, unused: replace it. The engine
+                // refuses if a container joined meanwhile; then it stays, with the warning.
+                if let Err(e) = docker.remove_network(net).await {
+                    warn!(network = %net, error = %errors::describe(&e), "{w}");
+                    return Ok(());
+                }
+                info!(network = %net, "removed the unused ship network Bay had created without isolation");
             }
             Err(e) if errors::status(&e) == Some(404) => {}
             Err(e) => return Err(errors::map(&format!("network {net}"), e)),
@@ -616,9 +626,24 @@ fn network_mode_exposure(network: &str) -> String {
     )
 }
 
+/// Whether an existing network that lets ships talk may be replaced by an isolated one (pure:
+/// unit-tested): host mode, a bridge network Bay created (`bay.managed=true`, as older Bays
+/// created it with the engine's defaults), and no container attached.
+pub(crate) fn replaceable(settings: &DockerSettings, network: &NetworkInspect) -> bool {
+    settings.mode == Mode::Host
+        && network.driver.as_deref() == Some("bridge")
+        && network
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_MANAGED))
+            .is_some_and(|v| v == "true")
+        && network.containers.as_ref().is_none_or(HashMap::is_empty)
+}
+
 /// A warning when an existing network lets the ships on it reach each other (pure:
-/// unit-tested). Bay cannot change the options of a network it did not create; in network mode
-/// inter-container traffic is what Bay itself needs, so only host mode warns.
+/// unit-tested). Bay cannot change the options of an existing network (see [`replaceable`] for
+/// the one it replaces). In network mode it always warns: inter-container traffic is what Bay
+/// itself needs there.
 pub(crate) fn isolation_warning(
     settings: &DockerSettings,
     network: &NetworkInspect,
@@ -643,7 +668,8 @@ pub(crate) fn isolation_warning(
         format!(
             "ships on network {name} can reach each other: it exists without \
              {ICC_OPTION}=false, and Bay cannot change the options of an existing network; \
-             remove it while no container uses it (`docker network rm {name}`) and Bay \
+             Bay replaces its own network (label bay.managed=true) when no container uses \
+             it; otherwise remove it while unused (`docker network rm {name}`) and Bay \
              recreates it isolated, or create it with `docker network create -o {ICC_OPTION}=false {name}`"
         )
     })
@@ -1186,6 +1212,23 @@ mod tests {
             let w = isolation_warning(&host, &open).expect("a warning");
             assert!(w.contains("shipyard"), "{w}");
         }
+        // Bay's own network, unused, is replaced; anything else only warned about.
+        let mut own = net("bridge", Some("true"));
+        own.labels = Some(HashMap::from([(
+            "bay.managed".to_owned(),
+            "true".to_owned(),
+        )]));
+        assert!(replaceable(&host, &own));
+        assert!(!replaceable(
+            &settings(Mode::Network, Some("shipyard")),
+            &own
+        ));
+        assert!(
+            !replaceable(&host, &net("bridge", Some("true"))),
+            "not Bay's"
+        );
+        own.containers = Some(HashMap::from([("c".to_owned(), Default::default())]));
+        assert!(!replaceable(&host, &own), "in use");
         let w = isolation_warning(
             &settings(Mode::Network, Some("shipyard")),
             &net("bridge", Some("false")),

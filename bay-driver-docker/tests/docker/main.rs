@@ -410,6 +410,60 @@ async fn host_mode_ships_cannot_reach_each_other() {
     bay.service.shutdown().await;
 }
 
+/// An existing network that lets containers talk: a user's is kept (with a warning), Bay's own
+/// (`bay.managed=true`, as older Bays created it), unused, is replaced by an isolated one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unused_ship_network_of_bay_without_isolation_is_replaced() {
+    let run = Run::new();
+    let icc = |run: &Run| {
+        let out = std::process::Command::new("docker")
+            .args([
+                "network",
+                "inspect",
+                "-f",
+                "{{index .Options \"com.docker.network.bridge.enable_icc\"}}",
+                &run.network,
+            ])
+            .output()
+            .expect("docker CLI");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let create = |run: &Run, extra: &[&str]| {
+        let mut args = vec!["network".to_owned(), "create".to_owned()];
+        for (k, v) in &run.labels {
+            args.extend(["--label".to_owned(), format!("{k}={v}")]);
+        }
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args.push(run.network.clone());
+        let status = std::process::Command::new("docker")
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("docker CLI");
+        assert!(status.success(), "docker {args:?}");
+    };
+    // A user's network: Bay cannot change it and leaves it alone.
+    create(&run, &[]);
+    let bay = run.bay("docker-host", &[]).await;
+    bay.service.shutdown().await;
+    assert_eq!(icc(&run), "", "the user's network is untouched");
+    let removed = std::process::Command::new("docker")
+        .args(["network", "rm", &run.network])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("docker CLI");
+    assert!(removed.success());
+    // Bay's own, from before isolation: replaced.
+    create(&run, &["--label", "bay.managed=true"]);
+    let bay = run.bay("docker-host", &[]).await;
+    assert_eq!(
+        icc(&run),
+        "false",
+        "Bay's unused network is recreated isolated"
+    );
+    bay.service.shutdown().await;
+}
+
 /// Network mode: nothing published; the ship answers on its IP on DOCKER_NETWORK (which the
 /// driver created), and refuses calls without its token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
