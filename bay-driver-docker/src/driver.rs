@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -13,9 +14,9 @@ use bay_core::driver::{
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerSummaryStateEnum, EndpointSettings,
-    HostConfig, Mount, MountType, NetworkCreateRequest, NetworkingConfig, PortBinding,
-    VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, ContainerSummaryStateEnum,
+    EndpointSettings, HostConfig, Mount, MountType, NetworkCreateRequest, NetworkInspect,
+    NetworkingConfig, PortBinding, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
@@ -72,6 +73,8 @@ pub struct DockerDriver {
     disk_quota: OnceLock<bool>,
     /// Storage driver name, for the warning when a quota is dropped.
     storage_driver: Mutex<String>,
+    /// Whether the volume driver refused a `size` option (no quota support).
+    volume_quota_refused: AtomicBool,
 }
 
 /// The names of a ship's two volumes.
@@ -95,6 +98,7 @@ impl DockerDriver {
             client: tokio::sync::Mutex::new(None),
             disk_quota: OnceLock::new(),
             storage_driver: Mutex::new(String::new()),
+            volume_quota_refused: AtomicBool::new(false),
         }
     }
 
@@ -150,25 +154,43 @@ impl DockerDriver {
     // ----------------------------------------------------------------------------------------
     // Network and storage capabilities
 
-    /// Creates the ships' network (bridge) unless it exists.
+    /// Creates the ships' network (bridge) unless it exists, and warns when the network the
+    /// ships share lets them reach each other (see [`isolation_warning`]).
     async fn ensure_network(&self, docker: &Docker) -> DriverResult<()> {
         let Some(net) = self.settings.network.as_deref() else {
+            // The engine's default bridge: its options come from the daemon (`--icc`).
+            if let Ok(bridge) = docker.inspect_network("bridge", None).await
+                && let Some(w) = isolation_warning(&self.settings, &bridge)
+            {
+                warn!(network = "bridge", "{w}");
+            }
             return Ok(());
         };
         match docker.inspect_network(net, None).await {
-            Ok(_) => return Ok(()),
+            Ok(existing) => {
+                let Some(w) = isolation_warning(&self.settings, &existing) else {
+                    return Ok(());
+                };
+                if !replaceable(&self.settings, &existing) {
+                    warn!(network = %net, "{w}");
+                    return Ok(());
+                }
+                // Bay's own network from before isolation, unused: replace it. The engine
+                // refuses if a container joined meanwhile; then it stays, with the warning.
+                if let Err(e) = docker.remove_network(net).await {
+                    warn!(network = %net, error = %errors::describe(&e), "{w}");
+                    return Ok(());
+                }
+                info!(network = %net, "removed the unused ship network Bay had created without isolation");
+            }
             Err(e) if errors::status(&e) == Some(404) => {}
             Err(e) => return Err(errors::map(&format!("network {net}"), e)),
         }
-        info!(network = %net, driver = "bridge", "docker network for ships is missing; creating it");
-        let mut labels = self.labels(None);
-        labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
-        let req = NetworkCreateRequest {
-            name: net.to_owned(),
-            driver: Some("bridge".to_owned()),
-            labels: Some(labels),
-            ..Default::default()
-        };
+        let req = network_create_request(&self.settings, net, self.labels(None));
+        info!(network = %net, driver = "bridge", options = ?req.options, "docker network for ships is missing; creating it");
+        if self.settings.mode == Mode::Network {
+            warn!(network = %net, "{}", network_mode_exposure(net));
+        }
         match docker.create_network(req).await {
             Ok(_) => Ok(()),
             // Created meanwhile by someone else.
@@ -223,22 +245,20 @@ impl DockerDriver {
     // ----------------------------------------------------------------------------------------
     // Ship data
 
-    /// Makes sure the ship's data exists and returns the mounts for it.
-    async fn prepare_data(&self, docker: &Docker, ship_id: &str) -> DriverResult<Vec<Mount>> {
+    /// Makes sure the ship's data exists and returns the mounts for it. `disk` (the ship's
+    /// `spec.disk`) limits each volume where the engine can enforce it (see
+    /// [`volume_create_request`]); otherwise the ship gets its data unlimited and a warning.
+    async fn prepare_data(
+        &self,
+        docker: &Docker,
+        ship_id: &str,
+        disk: Option<u64>,
+    ) -> DriverResult<Vec<Mount>> {
         match &self.settings.data {
             DataLayout::Volumes => {
                 let [home, metadata] = volume_names(ship_id);
                 for name in [&home, &metadata] {
-                    // Creating an existing local volume returns it unchanged: data is reused.
-                    let req = VolumeCreateRequest {
-                        name: Some(name.clone()),
-                        labels: Some(self.labels(Some(ship_id))),
-                        ..Default::default()
-                    };
-                    docker
-                        .create_volume(req)
-                        .await
-                        .map_err(|e| errors::map(&format!("volume {name}"), e))?;
+                    self.create_volume(docker, ship_id, name, disk).await?;
                 }
                 Ok(vec![
                     mount(MountType::VOLUME, home, "/home"),
@@ -246,6 +266,10 @@ impl DockerDriver {
                 ])
             }
             DataLayout::HostDirs { local, host } => {
+                if let Some(disk) = disk {
+                    warn!(ship.id = %ship_id, disk.bytes = disk,
+                        "disk limit not enforced on the ship's data: SHIP_DATA_DIR host directories are bind-mounted without a quota");
+                }
                 let local_root = local.join(ship_id);
                 create_ship_dirs(local_root.clone()).await.map_err(|e| {
                     DriverError::Engine(format!(
@@ -270,6 +294,42 @@ impl DockerDriver {
         }
     }
 
+    /// Creates one named volume of a ship (an existing one is returned unchanged, so data is
+    /// reused), limited to `disk` bytes when the engine can enforce it. The local volume driver
+    /// takes `size` only where its directory is on xfs mounted with `pquota`; elsewhere it
+    /// answers "quota size requested but no quota support", and from then on the driver creates
+    /// volumes without the option and warns for every ship that asked for a limit.
+    async fn create_volume(
+        &self,
+        docker: &Docker,
+        ship_id: &str,
+        name: &str,
+        disk: Option<u64>,
+    ) -> DriverResult<()> {
+        let labels = self.labels(Some(ship_id));
+        let supported = !self.volume_quota_refused.load(Ordering::Relaxed);
+        if supported && let Some(bytes) = disk {
+            let req = volume_create_request(name, labels.clone(), Some(bytes));
+            match docker.create_volume(req).await {
+                Ok(_) => return Ok(()),
+                Err(e) if errors::message(&e).contains("quota") => {
+                    self.volume_quota_refused.store(true, Ordering::Relaxed);
+                    info!(error = %errors::describe(&e), "the docker volume driver cannot limit volume sizes");
+                }
+                Err(e) => return Err(errors::map(&format!("volume {name}"), e)),
+            }
+        }
+        if let Some(bytes) = disk {
+            warn!(ship.id = %ship_id, volume = %name, disk.bytes = bytes,
+                "disk limit not enforced on the ship's volume: the docker volume driver has no quota support (needs /var/lib/docker/volumes on xfs mounted with pquota)");
+        }
+        docker
+            .create_volume(volume_create_request(name, labels, None))
+            .await
+            .map_err(|e| errors::map(&format!("volume {name}"), e))?;
+        Ok(())
+    }
+
     /// Empties a ship's host data directories (`<dir>/<id>/home` and `<dir>/<id>/metadata`)
     /// with a short-lived helper container that runs the ship image as root with the directory
     /// mounted. [`ContainerDriver::delete_ship_data`] falls back to it when Bay cannot remove
@@ -281,33 +341,7 @@ impl DockerDriver {
         };
         let docker = self.client().await?;
         let host_root = host.join(ship_id);
-        let mut labels = self.labels(None);
-        labels.insert(LABEL_HELPER.to_owned(), "rm-ship-data".to_owned());
-        labels.insert(LABEL_SHIP_ID.to_owned(), ship_id.to_owned());
-        let body = ContainerCreateBody {
-            image: Some(self.settings.image.clone()),
-            user: Some("0:0".to_owned()),
-            entrypoint: Some(vec!["rm".to_owned()]),
-            // Empty the mounted directory; the directory itself (owned by Bay) is removed after.
-            cmd: Some(vec![
-                "-rf".to_owned(),
-                "--".to_owned(),
-                "/data/home".to_owned(),
-                "/data/metadata".to_owned(),
-            ]),
-            labels: Some(labels),
-            network_disabled: Some(true),
-            host_config: Some(HostConfig {
-                mounts: Some(vec![mount(
-                    MountType::BIND,
-                    host_root.display().to_string(),
-                    "/data",
-                )]),
-                network_mode: Some("none".to_owned()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let body = helper_body(&self.settings, self.labels(None), ship_id, &host_root);
         let created = docker
             .create_container(None, body)
             .await
@@ -319,16 +353,20 @@ impl DockerDriver {
                 .start_container(&id, None)
                 .await
                 .map_err(|e| errors::map("helper container", e))?;
+            // The container removes itself (auto_remove) when it exits: wait for that.
             let mut wait = docker.wait_container(
                 &id,
                 Some(
                     WaitContainerOptionsBuilder::new()
-                        .condition("not-running")
+                        .condition("removed")
                         .build(),
                 ),
             );
             match tokio::time::timeout(Duration::from_secs(120), wait.next()).await {
                 Ok(Some(Ok(r))) if r.status_code == 0 => Ok(()),
+                // Gone before the wait was registered: it ran to its end; whether it emptied
+                // the directories is checked by the caller, which removes them next.
+                Ok(Some(Err(e))) if errors::status(&e) == Some(404) => Ok(()),
                 Ok(Some(Ok(r))) => Err(DriverError::Engine(format!(
                     "the helper container removing {} exited with {}",
                     host_root.display(),
@@ -350,18 +388,10 @@ impl DockerDriver {
             }
         }
         .await;
-        let _ = docker
-            .remove_container(
-                &id,
-                // `v`: the image's VOLUMEs (/home, /app/metadata) got anonymous volumes here.
-                Some(
-                    RemoveContainerOptionsBuilder::new()
-                        .force(true)
-                        .v(true)
-                        .build(),
-                ),
-            )
-            .await;
+        // Normally gone already (auto_remove); not when it never started or outlived the wait.
+        if let Err(e) = self.remove(&docker, &id).await {
+            warn!(ship.id = %ship_id, container.id = %id, error = %e, "cannot remove the helper container");
+        }
         result
     }
 
@@ -500,6 +530,149 @@ pub fn image_missing(image: &str) -> DriverError {
     DriverError::ImageMissing(format!(
         "ship image {image} is missing from the docker engine: build it with `cargo xtask ship-image`"
     ))
+}
+
+/// The creation body of the helper container that empties `host_root` (a ship's host data
+/// directory) as root (pure: unit-tested). It carries `bay.managed` (so that everything Bay
+/// creates is found by that label), `bay.helper` (so that [`ContainerDriver::list_managed`]
+/// does not mistake it for a ship) and the ship id; the engine removes it when it exits
+/// (`auto_remove`), with its anonymous volumes (the image's `VOLUME`s), even when Bay is gone by
+/// then.
+pub(crate) fn helper_body(
+    settings: &DockerSettings,
+    mut labels: HashMap<String, String>,
+    ship_id: &str,
+    host_root: &Path,
+) -> ContainerCreateBody {
+    labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
+    labels.insert(LABEL_HELPER.to_owned(), "rm-ship-data".to_owned());
+    labels.insert(LABEL_SHIP_ID.to_owned(), ship_id.to_owned());
+    ContainerCreateBody {
+        image: Some(settings.image.clone()),
+        user: Some("0:0".to_owned()),
+        entrypoint: Some(vec!["rm".to_owned()]),
+        // Empty the mounted directory; the directory itself (owned by Bay) is removed after.
+        cmd: Some(vec![
+            "-rf".to_owned(),
+            "--".to_owned(),
+            "/data/home".to_owned(),
+            "/data/metadata".to_owned(),
+        ]),
+        labels: Some(labels),
+        network_disabled: Some(true),
+        host_config: Some(HostConfig {
+            mounts: Some(vec![mount(
+                MountType::BIND,
+                host_root.display().to_string(),
+                "/data",
+            )]),
+            network_mode: Some("none".to_owned()),
+            auto_remove: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The request that creates a ship volume, limited to `disk` bytes with the local driver's
+/// `size` option when given (pure: unit-tested).
+pub(crate) fn volume_create_request(
+    name: &str,
+    labels: HashMap<String, String>,
+    disk: Option<u64>,
+) -> VolumeCreateRequest {
+    VolumeCreateRequest {
+        name: Some(name.to_owned()),
+        labels: Some(labels),
+        driver_opts: disk.map(|d| HashMap::from([("size".to_owned(), d.to_string())])),
+        ..Default::default()
+    }
+}
+
+/// The bridge option that turns traffic between the containers of one network off.
+pub const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
+
+/// The request that creates the ships' network `name` (pure: unit-tested).
+///
+/// In host mode (`docker-host`) Bay reaches ships through ports published on 127.0.0.1, never
+/// through the network, so inter-container traffic is turned off ([`ICC_OPTION`]): a ship
+/// cannot connect to another ship (nor to anything else attached to the network). In network
+/// mode (`docker`) Bay's own container reaches ships by their IP on this network, which needs
+/// inter-container traffic: the network is created with the engine's defaults (see
+/// [`network_mode_exposure`]).
+pub(crate) fn network_create_request(
+    settings: &DockerSettings,
+    name: &str,
+    mut labels: HashMap<String, String>,
+) -> NetworkCreateRequest {
+    labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
+    let options = (settings.mode == Mode::Host)
+        .then(|| HashMap::from([(ICC_OPTION.to_owned(), "false".to_owned())]));
+    NetworkCreateRequest {
+        name: name.to_owned(),
+        driver: Some("bridge".to_owned()),
+        labels: Some(labels),
+        options,
+        ..Default::default()
+    }
+}
+
+/// What a ship can reach in network mode, logged when Bay creates the network.
+fn network_mode_exposure(network: &str) -> String {
+    format!(
+        "CONTAINER_DRIVER=docker: ships on network {network} can reach each other (and Bay's \
+         container) because Bay reaches them by container IP there; use CONTAINER_DRIVER=docker-host \
+         to isolate ships from each other"
+    )
+}
+
+/// Whether an existing network that lets ships talk may be replaced by an isolated one (pure:
+/// unit-tested): host mode, a bridge network Bay created (`bay.managed=true`, as older Bays
+/// created it with the engine's defaults), and no container attached.
+pub(crate) fn replaceable(settings: &DockerSettings, network: &NetworkInspect) -> bool {
+    settings.mode == Mode::Host
+        && network.driver.as_deref() == Some("bridge")
+        && network
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_MANAGED))
+            .is_some_and(|v| v == "true")
+        && network.containers.as_ref().is_none_or(HashMap::is_empty)
+}
+
+/// A warning when an existing network lets the ships on it reach each other (pure:
+/// unit-tested). Bay cannot change the options of an existing network (see [`replaceable`] for
+/// the one it replaces). In network mode it always warns: inter-container traffic is what Bay
+/// itself needs there.
+pub(crate) fn isolation_warning(
+    settings: &DockerSettings,
+    network: &NetworkInspect,
+) -> Option<String> {
+    let name = network.name.as_deref().unwrap_or("?");
+    if settings.mode == Mode::Network {
+        return Some(network_mode_exposure(name));
+    }
+    if network.driver.as_deref() != Some("bridge") {
+        return Some(format!(
+            "network {name} uses driver {}: Bay cannot tell whether ships on it can reach each \
+             other (a bridge network with {ICC_OPTION}=false isolates them)",
+            network.driver.as_deref().unwrap_or("?")
+        ));
+    }
+    let icc = network
+        .options
+        .as_ref()
+        .and_then(|o| o.get(ICC_OPTION))
+        .map(String::as_str);
+    (icc != Some("false")).then(|| {
+        format!(
+            "ships on network {name} can reach each other: it exists without \
+             {ICC_OPTION}=false, and Bay cannot change the options of an existing network; \
+             Bay replaces its own network (label bay.managed=true) when no container uses \
+             it; otherwise remove it while unused (`docker network rm {name}`) and Bay \
+             recreates it isolated, or create it with `docker network create -o {ICC_OPTION}=false {name}`"
+        )
+    })
 }
 
 fn mount(typ: MountType, source: String, target: &str) -> Mount {
@@ -674,7 +847,9 @@ impl ContainerDriver for DockerDriver {
         req: &ShipContainerRequest,
     ) -> DriverResult<ContainerInfo> {
         let docker = self.client().await?;
-        let mounts = self.prepare_data(&docker, &req.ship_id).await?;
+        let mounts = self
+            .prepare_data(&docker, &req.ship_id, req.spec.disk_bytes)
+            .await?;
         let id = self.create_container(&docker, req, mounts).await?;
         debug!(ship.id = %req.ship_id, container.id = %id, "ship container created");
         let started = match docker.start_container(&id, None).await {
@@ -837,18 +1012,23 @@ impl ContainerDriver for DockerDriver {
             .list_containers(Some(options))
             .await
             .map_err(|e| errors::map("managed containers", e))?;
-        Ok(list
-            .into_iter()
-            .filter_map(|c| {
-                let ship_id = c.labels.as_ref()?.get(LABEL_SHIP_ID)?.clone();
-                Some(ManagedContainer {
-                    container_id: c.id?,
-                    ship_id,
-                    running: c.state == Some(ContainerSummaryStateEnum::RUNNING),
-                })
-            })
-            .collect())
+        Ok(list.into_iter().filter_map(managed_ship).collect())
     }
+}
+
+/// The ship container a listed container is, if it is one (pure: unit-tested): helper
+/// containers carry `bay.managed` and the ship id too, but are not ships.
+pub(crate) fn managed_ship(c: ContainerSummary) -> Option<ManagedContainer> {
+    let labels = c.labels.as_ref()?;
+    if labels.contains_key(LABEL_HELPER) {
+        return None;
+    }
+    let ship_id = labels.get(LABEL_SHIP_ID)?.clone();
+    Some(ManagedContainer {
+        container_id: c.id?,
+        ship_id,
+        running: c.state == Some(ContainerSummaryStateEnum::RUNNING),
+    })
 }
 
 #[cfg(test)]
@@ -989,6 +1169,123 @@ mod tests {
             address_of(&settings(Mode::Network, Some("shipyard")), &inspect).unwrap(),
             "[fd00::5]"
         );
+    }
+
+    #[test]
+    fn host_mode_creates_its_network_with_inter_container_traffic_off() {
+        let host = network_create_request(
+            &settings(Mode::Host, Some("n")),
+            "n",
+            HashMap::from([("x".to_owned(), "y".to_owned())]),
+        );
+        assert_eq!(host.driver.as_deref(), Some("bridge"));
+        assert_eq!(host.options.unwrap()[ICC_OPTION], "false");
+        let labels = host.labels.unwrap();
+        assert_eq!(
+            (labels["bay.managed"].as_str(), labels["x"].as_str()),
+            ("true", "y")
+        );
+        // Network mode: Bay's container reaches ships by IP on the network.
+        let network =
+            network_create_request(&settings(Mode::Network, Some("n")), "n", HashMap::new());
+        assert_eq!(network.options, None);
+    }
+
+    #[test]
+    fn a_network_that_lets_ships_talk_is_reported() {
+        let net = |driver: &str, icc: Option<&str>| NetworkInspect {
+            name: Some("shipyard".into()),
+            driver: Some(driver.into()),
+            options: icc.map(|v| HashMap::from([(ICC_OPTION.to_owned(), v.to_owned())])),
+            ..Default::default()
+        };
+        let host = settings(Mode::Host, Some("shipyard"));
+        assert_eq!(
+            isolation_warning(&host, &net("bridge", Some("false"))),
+            None
+        );
+        for open in [
+            net("bridge", Some("true")),
+            net("bridge", None),
+            net("macvlan", None),
+        ] {
+            let w = isolation_warning(&host, &open).expect("a warning");
+            assert!(w.contains("shipyard"), "{w}");
+        }
+        // Bay's own network, unused, is replaced; anything else only warned about.
+        let mut own = net("bridge", Some("true"));
+        own.labels = Some(HashMap::from([(
+            "bay.managed".to_owned(),
+            "true".to_owned(),
+        )]));
+        assert!(replaceable(&host, &own));
+        assert!(!replaceable(
+            &settings(Mode::Network, Some("shipyard")),
+            &own
+        ));
+        assert!(
+            !replaceable(&host, &net("bridge", Some("true"))),
+            "not Bay's"
+        );
+        own.containers = Some(HashMap::from([("c".to_owned(), Default::default())]));
+        assert!(!replaceable(&host, &own), "in use");
+        let w = isolation_warning(
+            &settings(Mode::Network, Some("shipyard")),
+            &net("bridge", Some("false")),
+        )
+        .expect("network mode always warns");
+        assert!(w.contains("docker-host"), "{w}");
+    }
+
+    #[test]
+    fn volumes_carry_the_disk_limit_when_asked() {
+        let limited = volume_create_request("v", HashMap::new(), Some(1 << 30));
+        assert_eq!(limited.name.as_deref(), Some("v"));
+        assert_eq!(
+            limited.driver_opts.unwrap()["size"],
+            (1u64 << 30).to_string()
+        );
+        assert_eq!(
+            volume_create_request("v", HashMap::new(), None).driver_opts,
+            None
+        );
+    }
+
+    #[test]
+    fn the_helper_container_is_managed_labelled_and_removes_itself() {
+        let s = settings(Mode::Host, Some("n"));
+        let body = helper_body(
+            &s,
+            HashMap::from([("bay.test".to_owned(), "t".to_owned())]),
+            "abc",
+            Path::new("/srv/ships/abc"),
+        );
+        let labels = body.labels.clone().unwrap();
+        assert_eq!(labels["bay.managed"], "true");
+        assert_eq!(labels["bay.helper"], "rm-ship-data");
+        assert_eq!(labels["bay.ship-id"], "abc");
+        assert_eq!(labels["bay.test"], "t");
+        let hc = body.host_config.unwrap();
+        assert_eq!(hc.auto_remove, Some(true));
+        assert_eq!(hc.network_mode.as_deref(), Some("none"));
+        assert_eq!(
+            hc.mounts.unwrap()[0].source.as_deref(),
+            Some("/srv/ships/abc")
+        );
+        // ... and is never taken for a ship by list_managed.
+        let summary = |labels: HashMap<String, String>| ContainerSummary {
+            id: Some("c1".into()),
+            labels: Some(labels),
+            state: Some(ContainerSummaryStateEnum::RUNNING),
+            ..Default::default()
+        };
+        assert_eq!(managed_ship(summary(labels)), None);
+        let ship = managed_ship(summary(HashMap::from([
+            ("bay.managed".to_owned(), "true".to_owned()),
+            ("bay.ship-id".to_owned(), "abc".to_owned()),
+        ])))
+        .expect("a ship container");
+        assert_eq!((ship.ship_id.as_str(), ship.running), ("abc", true));
     }
 
     #[test]

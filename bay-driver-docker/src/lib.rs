@@ -26,8 +26,8 @@ mod errors;
 mod settings;
 
 pub use driver::{
-    CAPABILITIES, DockerDriver, LABEL_HELPER, LABEL_MANAGED, LABEL_SHIP_ID, container_name,
-    image_missing, volume_names,
+    CAPABILITIES, DockerDriver, ICC_OPTION, LABEL_HELPER, LABEL_MANAGED, LABEL_SHIP_ID,
+    container_name, image_missing, volume_names,
 };
 pub use settings::{DataLayout, DockerSettings, Mode};
 

@@ -283,6 +283,20 @@ async fn limits_and_hardening_are_visible_in_docker_inspect() {
     } else {
         assert_eq!(hc.storage_opt, None, "no quota on {:?}", info.driver);
     }
+    // The data volumes carry the limit where the volume driver enforces it (xfs with pquota);
+    // elsewhere the engine refuses `size` and the ship gets its volumes without it.
+    for name in volume_names(&ship.id) {
+        let volume = bay
+            .docker()
+            .await
+            .inspect_volume(&name)
+            .await
+            .expect("ship volume");
+        match volume.options.get("size") {
+            Some(size) => assert_eq!(size, &(1u64 << 30).to_string(), "{name}"),
+            None => assert_ne!(backing.as_deref(), Some("xfs"), "{name}: no size on xfs"),
+        }
+    }
 
     // Without a spec the configured defaults apply (1 CPU, 512 MiB).
     let plain = bay
@@ -315,6 +329,138 @@ async fn limits_and_hardening_are_visible_in_docker_inspect() {
     }
     assert!(run.containers(false).is_empty());
     assert!(run.volumes().is_empty());
+    bay.service.shutdown().await;
+}
+
+/// Host mode: the network the driver creates has inter-container traffic off, so a ship cannot
+/// connect to another ship's agent (by container IP, or through the gateway and the other's
+/// published port), while Bay reaches both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_mode_ships_cannot_reach_each_other() {
+    let run = Run::new();
+    let bay = run.bay("docker-host", &[]).await;
+    let net = bay
+        .docker()
+        .await
+        .inspect_network(&run.network, None)
+        .await
+        .expect("the driver created the network");
+    assert_eq!(
+        net.options
+            .unwrap_or_default()
+            .get(bay_driver_docker::ICC_OPTION)
+            .map(String::as_str),
+        Some("false")
+    );
+    let (a, b) = (format!("a-{}", run.id), format!("b-{}", run.id));
+    let ship_a = bay
+        .service
+        .create_ship(&a, CreateShip::with_ttl(300))
+        .await
+        .expect("create a");
+    let ship_b = bay
+        .service
+        .create_ship(&b, CreateShip::with_ttl(300))
+        .await
+        .expect("create b");
+    let endpoint = bay
+        .inspect(ship_b.container_id.as_deref().unwrap())
+        .await
+        .network_settings
+        .and_then(|n| n.networks)
+        .and_then(|n| n.get(&run.network).cloned())
+        .expect("b on the run's network");
+    let ip_b = endpoint.ip_address.expect("b's IP");
+    let gateway = endpoint.gateway.expect("the network's gateway");
+    let port_b = ship_b
+        .ip_address
+        .as_deref()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    // Bay reaches both.
+    for (ship, session) in [(&ship_a, &a), (&ship_b, &b)] {
+        let out = shell(&bay, &ship.id, session, "echo reached").await;
+        assert_eq!(out["stdout"], json!("reached"));
+    }
+    // From a: its own agent answers (the probe works), b's does not, by either way.
+    let probe = format!(
+        "python3 - <<'EOF'\n\
+         import socket\n\
+         for host, port in [('127.0.0.1', 8123), ('{ip_b}', 8123), ('{gateway}', {port_b})]:\n\
+         \x20   s = socket.socket(); s.settimeout(3)\n\
+         \x20   try:\n\
+         \x20       s.connect((host, port)); print(host, port, 'open')\n\
+         \x20   except OSError as e:\n\
+         \x20       print(host, port, 'closed', e)\n\
+         EOF"
+    );
+    let out = shell(&bay, &ship_a.id, &a, &probe).await;
+    let text = out["stdout"].as_str().unwrap_or_default().to_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].ends_with("open"), "a's own agent: {text}");
+    assert!(lines[1].contains("closed"), "b by container IP: {text}");
+    assert!(lines[2].contains("closed"), "b through the gateway: {text}");
+    for id in [&ship_a.id, &ship_b.id] {
+        bay.service.delete_ship(id).await.expect("delete");
+    }
+    bay.service.shutdown().await;
+}
+
+/// An existing network that lets containers talk: a user's is kept (with a warning), Bay's own
+/// (`bay.managed=true`, as older Bays created it), unused, is replaced by an isolated one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unused_ship_network_of_bay_without_isolation_is_replaced() {
+    let run = Run::new();
+    let icc = |run: &Run| {
+        let out = std::process::Command::new("docker")
+            .args([
+                "network",
+                "inspect",
+                "-f",
+                "{{index .Options \"com.docker.network.bridge.enable_icc\"}}",
+                &run.network,
+            ])
+            .output()
+            .expect("docker CLI");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let create = |run: &Run, extra: &[&str]| {
+        let mut args = vec!["network".to_owned(), "create".to_owned()];
+        for (k, v) in &run.labels {
+            args.extend(["--label".to_owned(), format!("{k}={v}")]);
+        }
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args.push(run.network.clone());
+        let status = std::process::Command::new("docker")
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("docker CLI");
+        assert!(status.success(), "docker {args:?}");
+    };
+    // A user's network: Bay cannot change it and leaves it alone.
+    create(&run, &[]);
+    let bay = run.bay("docker-host", &[]).await;
+    bay.service.shutdown().await;
+    assert_eq!(icc(&run), "", "the user's network is untouched");
+    let removed = std::process::Command::new("docker")
+        .args(["network", "rm", &run.network])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("docker CLI");
+    assert!(removed.success());
+    // Bay's own, from before isolation: replaced.
+    create(&run, &["--label", "bay.managed=true"]);
+    let bay = run.bay("docker-host", &[]).await;
+    assert_eq!(
+        icc(&run),
+        "false",
+        "Bay's unused network is recreated isolated"
+    );
     bay.service.shutdown().await;
 }
 

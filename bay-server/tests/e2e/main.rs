@@ -5,6 +5,8 @@
 //!
 //! Every ship and network the tests create is removed at the end, even on failure.
 
+mod isolation;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
