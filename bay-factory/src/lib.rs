@@ -7,6 +7,11 @@
 //! Each driver sits behind an additive cargo feature (`docker`, `podman`, `kube`, all on by
 //! default; bay-server and bay-cli forward features of the same names). A driver left out of the
 //! build, or not implemented yet, gives a clear error, never a panic or a silent fallback.
+//!
+//! [`db_lock`] is the other thing both binaries share: the advisory lock that keeps two
+//! processes from running bay-core's background work on one database.
+
+pub mod db_lock;
 
 use std::sync::Arc;
 
