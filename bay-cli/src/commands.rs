@@ -232,12 +232,14 @@ async fn python(backend: &Backend, json: bool, session: &str, a: PythonArgs) -> 
     if json {
         output::print_json(&data);
     } else {
-        print!(
-            "{}",
-            data.pointer("/output/text")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-        );
+        let text = data
+            .pointer("/output/text")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        print!("{text}");
+        if !text.is_empty() && !text.ends_with('\n') {
+            println!();
+        }
         for path in &saved {
             eprintln!("figure saved to {}", path.display());
         }
