@@ -152,8 +152,9 @@ async fn error_of(response: reqwest::Response) -> Failure {
                 text
             }
         });
-    // Operations the ship refused with 404 (a missing file) are "not found" too.
-    let kind = if detail.starts_with("Ship returned 404") {
+    // Exec answers 400 for a missing ship and relays the agent's 404 for a missing file:
+    // bay-api.md §2.6 lets clients match "not found" in the detail, and so does bay.
+    let kind = if status.is_client_error() && detail.to_lowercase().contains("not found") {
         Kind::NotFound
     } else {
         Kind::of_status(status.as_u16())

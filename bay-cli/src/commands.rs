@@ -190,7 +190,16 @@ async fn exec(backend: &Backend, json: bool, session: &str, a: ExecArgs) -> Resu
         output::print_json(&data);
         return Ok(code);
     }
-    let text = |k: &str| data.get(k).and_then(Value::as_str).unwrap_or_default();
+    // The agent strips trailing white space (ship-api.md, shell exec); a non-empty output gets its
+    // final newline back, as the command printed it in a terminal.
+    let text = |k: &str| {
+        let t = data.get(k).and_then(Value::as_str).unwrap_or_default();
+        if t.is_empty() || t.ends_with('\n') {
+            t.to_owned()
+        } else {
+            format!("{t}\n")
+        }
+    };
     let mut out = std::io::stdout();
     out.write_all(text("stdout").as_bytes())?;
     out.flush()?;

@@ -54,21 +54,24 @@ fn exercise(env: &Env, bay: &dyn Fn() -> Command) {
     r.code(7);
     assert_eq!(r.stdout, "out\n");
     assert!(r.stderr.starts_with("err\n"), "{}", r.stderr);
+    go(&["exec", id, "--", "mkdir -p sub"]).ok();
     let r = go(&[
         "exec",
         "--env",
         "GREETING=hello",
         "--cwd",
-        "/tmp",
+        "sub",
         id,
         "--",
         "echo",
         "$GREETING",
-        "$(pwd)",
+        "$(basename $(pwd))",
     ]);
     r.code(0);
-    assert_eq!(r.stdout, "hello /tmp\n");
-    go(&["exec", id, "--", "true"]).ok();
+    assert_eq!(r.stdout, "hello sub\n");
+    let r = go(&["exec", "--cwd", "/etc", id, "--", "true"]);
+    r.code(1);
+    assert!(r.stderr.contains("Access denied"), "{}", r.stderr);
     let r = go(&["exec", "--timeout", "1", id, "--", "sleep 5"]);
     r.code(124);
     assert!(r.stderr.contains("timed out"), "{}", r.stderr);
@@ -236,7 +239,7 @@ fn local_mode_refuses_a_database_a_server_holds_and_the_server_uses_its_ships() 
         &["exec", &ship.id, "--", "cat made-locally.txt"],
         None,
     );
-    assert_eq!(r.ok().stdout, "local");
+    assert_eq!(r.ok().stdout, "local\n");
     // --local still means local, and is refused too.
     let r = run(env.remote(), &["--local", "stat"], None);
     r.code(4);
