@@ -42,6 +42,7 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     pub network: String,
     pub server: Option<Server>,
+    image: String,
 }
 
 pub struct Server {
@@ -51,8 +52,12 @@ pub struct Server {
 
 impl Env {
     pub fn new() -> Self {
+        Self::with_image(image())
+    }
+
+    /// An environment whose ships run `image`.
+    pub fn with_image(image: String) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let image = image();
         assert!(
             docker(&["image", "inspect", &image]).status.success(),
             "the ship image {image} is missing: build it with `cargo xtask ship-image`"
@@ -65,6 +70,7 @@ impl Env {
                 N.fetch_add(1, Ordering::Relaxed)
             ),
             server: None,
+            image,
         }
     }
 
@@ -82,7 +88,7 @@ impl Env {
             .env("ACCESS_TOKEN", TOKEN)
             .env("DATABASE_URL", format!("sqlite://{}", self.db().display()))
             .env("CONTAINER_DRIVER", "docker-host")
-            .env("DOCKER_IMAGE", image())
+            .env("DOCKER_IMAGE", &self.image)
             .env("DOCKER_NETWORK", &self.network)
             .env("MAX_SHIP_NUM", "4")
             .env("DEFAULT_SHIP_MEMORY", "256m")

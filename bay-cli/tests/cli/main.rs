@@ -266,7 +266,8 @@ fn term_runs_a_command_in_a_pseudo_terminal() {
     let bay = env!("CARGO_BIN_EXE_bay");
     // `script` gives bay a pseudo-terminal; `stty -g` before and after shows the restore.
     let inner = format!(
-        "stty -g > before; {bay} term {}; echo \"rc=$?\"; stty -g > after",
+        "stty -g > before; {bay} term {}; echo \"rc=$?\"; stty -g > after; \
+         echo MARK-C; {bay} ship list; echo MARK-P; NO_COLOR=1 {bay} ship list; echo MARK-E",
         ship.id
     );
     let c = env.remote();
@@ -302,6 +303,19 @@ fn term_runs_a_command_in_a_pseudo_terminal() {
     let before = std::fs::read_to_string(env.path("before")).unwrap();
     let after = std::fs::read_to_string(env.path("after")).unwrap();
     assert_eq!(before, after, "terminal settings restored");
+    // On a terminal the table has colours, unless NO_COLOR is set.
+    let between = |from: &str, to: &str| {
+        let start = text.rfind(from).expect("start marker") + from.len();
+        let end = text.rfind(to).expect("end marker");
+        text[start..end].to_owned()
+    };
+    let coloured = between("MARK-C", "MARK-P");
+    assert!(coloured.contains("\x1b[32mrunning"), "{coloured:?}");
+    let plain = between("MARK-P", "MARK-E");
+    assert!(
+        plain.contains("running") && !plain.contains('\x1b'),
+        "{plain:?}"
+    );
     run(
         env.remote(),
         &["ship", "delete", "--permanent", &ship.id],
@@ -346,4 +360,39 @@ fn help_documents_modes_and_exit_codes_and_usage_errors_exit_2() {
         None,
     );
     assert!(c.ok().stdout.contains("_bay"), "{}", c.stdout);
+}
+
+/// `bay python --save-figures` writes the cell's matplotlib figures as PNG files (the full
+/// image, `BAY_SHIP_FULL_IMAGE`, default `ship:full`, has matplotlib).
+#[test]
+fn python_figures_are_saved_as_png_files() {
+    let env = Env::with_image(
+        std::env::var("BAY_SHIP_FULL_IMAGE").unwrap_or_else(|_| "ship:full".to_owned()),
+    );
+    let ship = ship_of(run(env.local(), &["ship", "create", "-o", "json"], None).ok());
+    let dir = env.path("figures");
+    let code = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()\nprint('drawn')";
+    let r = run(
+        env.local(),
+        &[
+            "python",
+            &ship.id,
+            "-c",
+            code,
+            "--save-figures",
+            dir.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(r.ok().stdout, "drawn\n");
+    let png = std::fs::read(dir.join("figure-1.png")).expect("figure-1.png written");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG file");
+    assert!(r.stderr.contains("figure saved to"), "{}", r.stderr);
+    run(
+        env.local(),
+        &["ship", "delete", "--permanent", &ship.id],
+        None,
+    )
+    .ok();
+    harness::remove_volumes(&ship.id);
 }
