@@ -74,6 +74,70 @@ fn answer<T: Serialize + DeserializeOwned>(r: &Resp) -> Value {
     json!({"status": r.status.as_u16(), "body": shape::<T>(r)})
 }
 
+/// Checks a body against a schema of `/openapi.json`: every key it has is documented, every
+/// documented key (the `required` ones, or all when none are listed) is there, recursively
+/// through `$ref`s, objects and arrays.
+#[track_caller]
+fn conforms(doc: &Value, schema: &Value, body: &Value, at: &str) {
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return conforms(
+            doc,
+            &doc["components"]["schemas"][name],
+            body,
+            &format!("{at}<{name}>"),
+        );
+    }
+    if let (Some(props), Some(obj)) = (
+        schema.get("properties").and_then(Value::as_object),
+        body.as_object(),
+    ) {
+        for key in obj.keys() {
+            assert!(
+                props.contains_key(key),
+                "{at}.{key} is not in /openapi.json"
+            );
+        }
+        let required: Vec<&str> = match schema.get("required").and_then(Value::as_array) {
+            Some(r) => r.iter().filter_map(Value::as_str).collect(),
+            None => props.keys().map(String::as_str).collect(),
+        };
+        for key in required {
+            assert!(
+                obj.contains_key(key),
+                "{at}.{key} is documented but missing"
+            );
+        }
+        for (key, value) in obj {
+            conforms(doc, &props[key], value, &format!("{at}.{key}"));
+        }
+    }
+    if let (Some(items), Some(list)) = (schema.get("items"), body.as_array()) {
+        for (i, item) in list.iter().enumerate() {
+            conforms(doc, items, item, &format!("{at}[{i}]"));
+        }
+    }
+}
+
+/// The documented schema of each success body of [`success_bodies`].
+const SCHEMAS: &[(&str, &str)] = &[
+    ("GET /", "Status"),
+    ("GET /health", "Status"),
+    ("GET /stat", "Stat"),
+    ("POST /ship", "ShipResponse"),
+    ("GET /ship/{id}", "ShipResponse"),
+    ("POST /ship/{id}/extend-ttl", "ShipResponse"),
+    ("POST /ship/{id}/start", "ShipResponse"),
+    ("GET /ship/logs/{id}", "Logs"),
+    ("GET /ship/{id}/sessions", "ShipSessions"),
+    ("POST /ship/{id}/exec", "ExecResponse"),
+    ("POST /ship/{id}/upload", "UploadResponse"),
+    ("GET /sessions", "SessionList"),
+    ("GET /sessions/{sid}", "SessionResponse"),
+    ("POST /sessions/{sid}/extend-ttl", "SessionResponse"),
+    ("GET /stat/overview", "Overview"),
+];
+
 #[tokio::test]
 async fn success_bodies() {
     let app = TestApp::new().await;
@@ -178,6 +242,28 @@ async fn success_bodies() {
     let mut o = answer::<OverviewResponse>(&overview);
     o["body"]["version"] = json!("[version]");
     put("GET /stat/overview", o);
+    let doc = app.get("/openapi.json").no_auth().send().await.json();
+    for (name, schema) in SCHEMAS {
+        let body = &all[*name]["body"];
+        conforms(
+            &doc,
+            &json!({"$ref": format!("#/components/schemas/{schema}")}),
+            body,
+            name,
+        );
+    }
+    let ships = &all["GET /ships"]["body"];
+    conforms(
+        &doc,
+        &json!({"type": "array", "items": {"$ref": "#/components/schemas/ShipResponse"}}),
+        ships,
+        "GET /ships",
+    );
+    assert_eq!(
+        all.len(),
+        SCHEMAS.len() + 1,
+        "every body is checked against /openapi.json"
+    );
     insta::assert_json_snapshot!("success_bodies", Value::Object(all));
 }
 
@@ -275,6 +361,20 @@ async fn error_bodies() {
             .send()
             .await,
     );
+    let doc = app.get("/openapi.json").no_auth().send().await.json();
+    for (name, answer) in &all {
+        let schema = if answer["status"] == 422 {
+            "HTTPValidationError"
+        } else {
+            "HTTPError"
+        };
+        conforms(
+            &doc,
+            &json!({"$ref": format!("#/components/schemas/{schema}")}),
+            &answer["body"],
+            name,
+        );
+    }
     insta::assert_json_snapshot!("error_bodies", Value::Object(all));
 }
 
