@@ -154,8 +154,12 @@ async fn error_of(response: reqwest::Response) -> Failure {
         });
     // Exec answers 400 for a missing ship and relays the agent's 404 for a missing file:
     // bay-api.md §2.6 lets clients match "not found" in the detail, and so does bay.
+    // Session extend-ttl answers a ttl out of bounds with 400 (bay-api.md §4.21): a usage
+    // error, as the same ttl is in local mode.
     let kind = if status.is_client_error() && detail.to_lowercase().contains("not found") {
         Kind::NotFound
+    } else if status == StatusCode::BAD_REQUEST && detail.starts_with("TTL must") {
+        Kind::Usage
     } else {
         Kind::of_status(status.as_u16())
     };

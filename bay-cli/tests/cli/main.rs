@@ -166,6 +166,7 @@ fn exercise(env: &Env, bay: &dyn Fn() -> Command) {
         serde_json::from_value(go(&["session", "get", "-o", "json"]).json()).unwrap();
     assert_eq!(mine.ship_id, id);
     go(&["session", "extend-ttl", "900"]).ok();
+    go(&["session", "extend-ttl", "99999999"]).code(2);
     go(&["session", "get", "nobody"]).code(3);
 
     // stop, restore with the data kept, delete for good
