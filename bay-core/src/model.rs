@@ -3,11 +3,11 @@
 use std::fmt;
 
 use chrono::{DateTime, TimeZone, Utc};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Status of a ship, with the wire codes of bay-api.md §3.1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(into = "i32")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "i32", try_from = "i32")]
 pub enum ShipStatus {
     /// No container; record and data kept; restorable.
     Stopped,
@@ -60,6 +60,20 @@ impl ShipStatus {
 impl From<ShipStatus> for i32 {
     fn from(s: ShipStatus) -> i32 {
         s.code()
+    }
+}
+
+/// Reads a wire code strictly (clients reading responses): unknown codes are errors.
+impl TryFrom<i32> for ShipStatus {
+    type Error = String;
+
+    fn try_from(code: i32) -> Result<Self, String> {
+        match code {
+            0 => Ok(Self::Stopped),
+            1 => Ok(Self::Running),
+            2 => Ok(Self::Creating),
+            other => Err(format!("unknown ship status {other}: expected 0, 1 or 2")),
+        }
     }
 }
 
@@ -130,6 +144,22 @@ impl fmt::Display for Timestamp {
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+/// Reads any RFC 3339 timestamp (clients reading responses), keeping microseconds.
+///
+/// ```
+/// use bay_core::model::Timestamp;
+/// let t: Timestamp = serde_json::from_str("\"2025-11-30T03:31:16.036341Z\"").unwrap();
+/// assert_eq!(t, Timestamp::from_micros(1_764_473_476_036_341));
+/// ```
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| Self(t.timestamp_micros()))
+            .map_err(|e| serde::de::Error::custom(format!("invalid timestamp {text:?}: {e}")))
     }
 }
 

@@ -8,6 +8,7 @@
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
+use bay_api_types::ErrorBody;
 use bay_core::Error;
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
@@ -250,7 +251,7 @@ impl From<Error> for ApiError {
 pub fn internal_error_response() -> Response {
     let mut r = (
         StatusCode::INTERNAL_SERVER_ERROR,
-        Json(json!({"detail": "Internal Server Error"})),
+        Json(ErrorBody::text("Internal Server Error")),
     )
         .into_response();
     r.extensions_mut().insert(ErrorKind("internal"));
@@ -266,7 +267,7 @@ impl IntoResponse for ApiError {
                 retry_after,
                 kind,
             } => {
-                let mut r = (status, Json(json!({ "detail": detail }))).into_response();
+                let mut r = (status, Json(ErrorBody::text(detail))).into_response();
                 if let Some(secs) = retry_after {
                     r.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -284,7 +285,7 @@ impl IntoResponse for ApiError {
             Self::InvalidToken => {
                 let mut r = (
                     StatusCode::UNAUTHORIZED,
-                    Json(json!({"detail": "Invalid access token"})),
+                    Json(ErrorBody::text("Invalid access token")),
                 )
                     .into_response();
                 r.headers_mut()

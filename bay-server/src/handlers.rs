@@ -7,10 +7,14 @@ use std::time::Instant;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use bay_api_types::{
+    ExecResponse, LogsResponse, OverviewResponse, SessionListResponse, SessionResponse,
+    ShipResponse, ShipSessionsResponse, StatResponse, StatusMessage, responses,
+};
 use bay_core::model::{SizeField, SpecRequest, parse_spec_size};
 use bay_core::service::CreateShip;
 use http::{HeaderMap, StatusCode, header};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::app::AppState;
 use crate::error::{ApiError, Op};
@@ -29,7 +33,7 @@ fn no_content() -> ApiResult {
 
 /// `GET /`
 pub async fn root() -> Response {
-    Json(json!({"status": "ok", "message": "Welcome to Bay API"})).into_response()
+    Json(StatusMessage::new("ok", "Welcome to Bay API")).into_response()
 }
 
 /// `GET /health`: 503 when the database fails or does not answer within
@@ -43,8 +47,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
     let check = tokio::spawn(async move { service.health().await });
     let failure = match tokio::time::timeout(state.health_timeout, check).await {
         Ok(Ok(Ok(()))) => {
-            return Json(json!({"status": "ok", "message": "Bay service is running"}))
-                .into_response();
+            return Json(StatusMessage::new("ok", "Bay service is running")).into_response();
         }
         Ok(Ok(Err(e))) => e.to_string(),
         Ok(Err(join)) => format!("health check task failed: {join}"),
@@ -56,29 +59,27 @@ pub async fn health(State(state): State<AppState>) -> Response {
     tracing::error!(error = %failure, "health check: database unavailable");
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({"status": "error", "message": "Database unavailable"})),
+        Json(StatusMessage::new("error", "Database unavailable")),
     )
         .into_response()
 }
 
 /// `GET /stat`
 pub async fn stat() -> Response {
-    Json(json!({"service": "bay", "version": crate::VERSION, "status": "running", "author": "AstrBot Team"}))
-        .into_response()
+    Json(StatResponse::new(crate::VERSION)).into_response()
 }
 
 /// `GET /stat/overview`
 pub async fn overview(State(state): State<AppState>) -> ApiResult {
     let o = state.service.overview().await?;
-    ok(
-        json!({"service": "bay", "version": crate::VERSION, "status": "running",
-              "ships": o.ships, "sessions": o.sessions}),
-    )
+    ok(OverviewResponse::new(crate::VERSION, o))
 }
 
 /// `GET /ships`
 pub async fn list_ships(State(state): State<AppState>) -> ApiResult {
-    ok(state.service.list_ships().await?)
+    ok(responses::<_, ShipResponse>(
+        state.service.list_ships().await?,
+    ))
 }
 
 /// A value that validation guarantees; its absence is an internal error.
@@ -198,12 +199,12 @@ pub async fn create_ship(
     state
         .metrics
         .record_create(result.is_ok(), started.elapsed());
-    Ok((StatusCode::CREATED, Json(result?)).into_response())
+    Ok((StatusCode::CREATED, Json(ShipResponse::from(result?))).into_response())
 }
 
 /// `GET /ship/{ship_id}`
 pub async fn get_ship(State(state): State<AppState>, PathParam(ship_id): PathParam) -> ApiResult {
-    ok(state.service.get_ship(&ship_id).await?)
+    ok(ShipResponse::from(state.service.get_ship(&ship_id).await?))
 }
 
 /// `DELETE /ship/{ship_id}`
@@ -231,7 +232,9 @@ pub async fn extend_ship_ttl(
     let ttl = ttl_body(&body, &mut v, true, state.service.config().max_ttl);
     v.finish()?;
     let ttl = validated(ttl, "ttl")?;
-    ok(state.service.extend_ship_ttl(&ship_id, ttl).await?)
+    ok(ShipResponse::from(
+        state.service.extend_ship_ttl(&ship_id, ttl).await?,
+    ))
 }
 
 /// `POST /ship/{ship_id}/start` (body optional)
@@ -246,7 +249,9 @@ pub async fn start_ship(
     let ttl = ttl_body(&body, &mut v, false, state.service.config().max_ttl);
     v.finish()?;
     let session = validated(session, "session")?;
-    ok(state.service.start_ship(&ship_id, &session, ttl).await?)
+    ok(ShipResponse::from(
+        state.service.start_ship(&ship_id, &session, ttl).await?,
+    ))
 }
 
 /// `GET /ship/logs/{ship_id}?tail=`
@@ -270,7 +275,9 @@ pub async fn ship_logs(
         }
     }
     v.finish()?;
-    ok(json!({"logs": state.service.ship_logs(&ship_id, tail).await?}))
+    ok(LogsResponse {
+        logs: state.service.ship_logs(&ship_id, tail).await?,
+    })
 }
 
 /// `GET /ship/{ship_id}/sessions`
@@ -278,9 +285,12 @@ pub async fn ship_sessions(
     State(state): State<AppState>,
     PathParam(ship_id): PathParam,
 ) -> ApiResult {
-    let sessions = state.service.ship_sessions(&ship_id).await?;
-    let total = sessions.len();
-    ok(json!({"ship_id": ship_id, "sessions": sessions, "total": total}))
+    let sessions = SessionListResponse::new(state.service.ship_sessions(&ship_id).await?);
+    ok(ShipSessionsResponse {
+        ship_id,
+        sessions: sessions.sessions,
+        total: sessions.total,
+    })
 }
 
 /// `POST /ship/{ship_id}/exec`: the §4.15 envelope around the agent's JSON.
@@ -309,14 +319,14 @@ pub async fn exec(
         state.metrics.record_exec(&exec_type, started.elapsed());
     }
     let data = result.map_err(|e| ApiError::from_core(e, Op::Exec))?;
-    ok(json!({"success": true, "data": data, "error": null}))
+    ok(ExecResponse::ok(data))
 }
 
 /// `GET /sessions`
 pub async fn list_sessions(State(state): State<AppState>) -> ApiResult {
-    let sessions = state.service.list_sessions().await?;
-    let total = sessions.len();
-    ok(json!({"sessions": sessions, "total": total}))
+    ok(SessionListResponse::new(
+        state.service.list_sessions().await?,
+    ))
 }
 
 /// `GET /sessions/{session_id}?ship_id=`
@@ -325,10 +335,12 @@ pub async fn get_session(
     PathParam(session): PathParam,
     query: Query,
 ) -> ApiResult {
-    ok(state
-        .service
-        .get_session(&session, query.get("ship_id"))
-        .await?)
+    ok(SessionResponse::from(
+        state
+            .service
+            .get_session(&session, query.get("ship_id"))
+            .await?,
+    ))
 }
 
 /// `POST /sessions/{session_id}/extend-ttl?ship_id=` (unknown keys ignored; bounds → 400)
@@ -344,10 +356,12 @@ pub async fn extend_session_ttl(
     });
     v.finish()?;
     let ttl = validated(ttl, "ttl")?;
-    ok(state
-        .service
-        .extend_session_ttl(&session, ttl, query.get("ship_id"))
-        .await?)
+    ok(SessionResponse::from(
+        state
+            .service
+            .extend_session_ttl(&session, ttl, query.get("ship_id"))
+            .await?,
+    ))
 }
 
 /// `DELETE /sessions/{session_id}?ship_id=`

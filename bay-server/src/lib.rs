@@ -1,7 +1,7 @@
-//! bay-server: Bay's HTTP/WebSocket API over bay-core, and the container-driver factory.
+//! bay-server: Bay's HTTP/WebSocket API over bay-core.
 //!
 //! The binary `bay-server` reads the configuration (bay-api.md §8), builds the driver named by
-//! `CONTAINER_DRIVER` through [`factory::build_driver`], starts `ShipService` and serves the API
+//! `CONTAINER_DRIVER` through [`factory::build_driver`] (the `bay-factory` crate), starts `ShipService` and serves the API
 //! ([`router`], [`app::serve`]). `bay-server migrate` only applies the database migrations.
 //!
 //! Map: [`routes`] is the route table (router and `/openapi.json` both come from it);

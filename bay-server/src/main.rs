@@ -3,6 +3,7 @@
 use anyhow::{Context, bail};
 use bay_core::config::Config;
 use bay_core::service::ShipService;
+use bay_factory::db_lock;
 use tracing::{info, warn};
 
 #[tokio::main]
@@ -43,6 +44,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&address)
         .await
         .with_context(|| format!("binding {address}"))?;
+    let _lock = lock_database(&config.database_path).await?;
     let service = ShipService::start(config, driver)
         .await
         .context("starting the ship service")?;
@@ -56,4 +58,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     )
     .await
     .context("serving the API")
+}
+
+/// Takes the database lock (`bay_factory::db_lock`) for the server's whole life: refuses when
+/// another bay-server holds it, waits while a `bay` command in local mode finishes.
+async fn lock_database(path: &std::path::Path) -> anyhow::Result<db_lock::DatabaseLock> {
+    match db_lock::try_lock(path, db_lock::Holder::Server) {
+        Ok(lock) => Ok(lock),
+        Err(e @ db_lock::LockError::Busy { server: true, .. }) => {
+            Err(e).context("another bay-server serves this database")
+        }
+        Err(db_lock::LockError::Busy { holder, .. }) => {
+            info!(%holder, database = %path.display(), "waiting for a local bay command to finish");
+            let path = path.to_owned();
+            tokio::task::spawn_blocking(move || db_lock::lock(&path, db_lock::Holder::Server))
+                .await
+                .context("waiting for the database lock")?
+                .context("locking the database")
+        }
+        Err(e) => Err(e).context("locking the database"),
+    }
 }

@@ -13,12 +13,12 @@ use axum::Json;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
+use bay_api_types::ErrorBody;
 use bay_core::config::WsRejectMode;
 use bay_core::model::is_valid_session_id;
 use bay_core::service::{ShipEvent, TerminalTarget};
 use futures::{SinkExt, StreamExt};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -86,7 +86,7 @@ fn reject(ws: Result<WebSocketUpgrade, Response>, close_mode: bool, r: TerminalR
             ws.on_upgrade(move |s| close_after_accept(s, r.close_code, r.reason))
         }
         _ => {
-            let mut response = (r.status, Json(json!({"detail": r.reason}))).into_response();
+            let mut response = (r.status, Json(ErrorBody::text(r.reason))).into_response();
             if r.status == StatusCode::UNAUTHORIZED {
                 response
                     .headers_mut()
@@ -116,7 +116,7 @@ pub async fn terminal(
 ) -> Response {
     let ws = ws.map_err(|rejection| {
         let status = rejection.status();
-        (status, Json(json!({"detail": rejection.body_text()}))).into_response()
+        (status, Json(ErrorBody::text(rejection.body_text()))).into_response()
     });
     let close_mode = match state.service.config().ws_reject_mode {
         WsRejectMode::Close => true,

@@ -8,10 +8,11 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
+use bay_api_types::UploadResponse;
 use futures::TryStreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
@@ -163,13 +164,9 @@ pub async fn upload(
         .map_err(|e| ApiError::from_core(e, Op::Upload))?;
     let resolved = answer
         .get("file_path")
-        .cloned()
-        .unwrap_or(Value::from(file_path));
-    Ok(Json(
-        json!({"success": true, "message": "File uploaded successfully",
-                   "file_path": resolved, "error": null}),
-    )
-    .into_response())
+        .and_then(Value::as_str)
+        .map_or(file_path, str::to_owned);
+    Ok(Json(UploadResponse::ok(resolved)).into_response())
 }
 
 /// RFC 5987 `attr-char`s are kept; everything else is percent-encoded.

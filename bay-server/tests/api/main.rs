@@ -12,3 +12,4 @@ mod ships;
 mod terminal;
 mod transfer;
 mod validation;
+mod wire;

@@ -8,7 +8,7 @@ use crate::harness::TestApp;
 
 const BOUNDARY: &str = "XyZbOuNdArY";
 
-fn multipart(parts: &[(&str, &[u8])]) -> Vec<u8> {
+pub(crate) fn multipart(parts: &[(&str, &[u8])]) -> Vec<u8> {
     let mut body = Vec::new();
     for (name, data) in parts {
         body.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
@@ -26,7 +26,7 @@ fn multipart(parts: &[(&str, &[u8])]) -> Vec<u8> {
     body
 }
 
-const CT: &str = "multipart/form-data; boundary=XyZbOuNdArY";
+pub(crate) const CT: &str = "multipart/form-data; boundary=XyZbOuNdArY";
 
 #[tokio::test]
 async fn upload_then_download() {
