@@ -43,7 +43,7 @@ pub struct Ulimit {
 /// ]).unwrap();
 /// let settings = PodmanSettings::from_config(&config).unwrap();
 /// assert_eq!(settings.mode, Mode::Host);
-/// assert_eq!(settings.socket_candidates, ["/tmp/podman.sock"]);
+/// assert_eq!(settings.socket_candidates, [std::path::PathBuf::from("/tmp/podman.sock")]);
 /// ```
 #[derive(Debug, Clone)]
 pub struct PodmanSettings {
