@@ -197,6 +197,10 @@ pub struct Config {
     pub kube_image_pull_policy: String,
     /// `KUBE_STORAGE_CLASS`; `None` = omitted.
     pub kube_storage_class: Option<String>,
+    /// `PODMAN_SOCKET`: the Podman API socket (a path or `unix://` URL); `None` = discovered.
+    pub podman_socket: Option<String>,
+    /// `XDG_RUNTIME_DIR`: where the rootless Podman socket is looked for.
+    pub xdg_runtime_dir: Option<PathBuf>,
     /// Warnings found while reading (unknown `.env` keys, the default token); log them.
     pub warnings: Vec<String>,
 }
@@ -242,6 +246,8 @@ const KNOWN: &[&str] = &[
     "KUBE_CONFIG_PATH",
     "KUBE_IMAGE_PULL_POLICY",
     "KUBE_STORAGE_CLASS",
+    "PODMAN_SOCKET",
+    "XDG_RUNTIME_DIR",
 ];
 
 /// The raw values, keyed by upper-cased name.
@@ -680,6 +686,8 @@ impl Config {
                 .optional_string("KUBE_IMAGE_PULL_POLICY")
                 .unwrap_or_else(|| "IfNotPresent".to_owned()),
             kube_storage_class: src.optional_string("KUBE_STORAGE_CLASS"),
+            podman_socket: src.optional_string("PODMAN_SOCKET"),
+            xdg_runtime_dir: src.optional_string("XDG_RUNTIME_DIR").map(PathBuf::from),
             warnings,
         })
     }

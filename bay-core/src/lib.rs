@@ -22,6 +22,7 @@
 pub mod admission;
 pub mod config;
 pub mod driver;
+pub mod engine;
 pub mod error;
 pub mod keyed_lock;
 pub mod model;

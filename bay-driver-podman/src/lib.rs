@@ -1,5 +1,41 @@
-//! `ContainerDriver` for Podman, modes `podman` and `podman-host` (podman-api).
+//! `ContainerDriver` for Podman, modes `podman` (ships reached by container IP on
+//! `DOCKER_NETWORK`) and `podman-host` (the agent port published on `127.0.0.1`).
 //!
-//! Not implemented yet: this crate is an honest skeleton. It will hold the Podman driver
-//! (see `shared/design.md`, "The driver seam"). bay-server's factory reports
-//! "the podman driver is not implemented yet" for these modes until it lands.
+//! The driver speaks Podman's Docker-compatible API with bollard, on every Podman version
+//! (4 and 5 answer it the same way; see the crate README for why not the libpod API). The
+//! socket is `PODMAN_SOCKET`, else the rootful `/run/podman/podman.sock`, else the rootless
+//! `$XDG_RUNTIME_DIR/podman/podman.sock`. Ships look exactly as with the Docker driver (the
+//! engine contract of [`bay_core::engine`]): container `ship-<id>` labelled `bay.managed=true`
+//! and `bay.ship-id=<id>`, data in two named volumes or in `SHIP_DATA_DIR`, every capability
+//! dropped but [`bay_core::engine::CAPABILITIES`], `no-new-privileges`, a pids limit, the
+//! spec's CPU and memory limits — plus explicit `nofile`/`nproc` limits, which rootful
+//! Podman's defaults need on machines that cannot raise them.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use bay_core::config::Config;
+//! use bay_core::driver::ContainerDriver;
+//! use bay_driver_podman::PodmanDriver;
+//!
+//! let config = Config::from_pairs([("CONTAINER_DRIVER", "podman-host")])?;
+//! let driver: Arc<dyn ContainerDriver> = Arc::new(PodmanDriver::from_config(&config)?);
+//! driver.initialize().await?;
+//! # Ok(()) }
+//! ```
+
+mod driver;
+mod errors;
+mod settings;
+
+pub use driver::{PodmanDriver, image_missing};
+pub use settings::{Mode, PodmanSettings, ROOTFUL_SOCKET, Ulimit};
+
+impl PodmanDriver {
+    /// The driver for `config` (`CONTAINER_DRIVER=podman` or `podman-host`).
+    pub fn from_config(
+        config: &bay_core::config::Config,
+    ) -> Result<Self, bay_core::driver::DriverError> {
+        Ok(Self::new(PodmanSettings::from_config(config)?))
+    }
+}

@@ -62,8 +62,13 @@ fn docker(_config: &Config) -> Result<Arc<dyn ContainerDriver>, FactoryError> {
 }
 
 #[cfg(feature = "podman")]
-fn podman(_config: &Config) -> Result<Arc<dyn ContainerDriver>, FactoryError> {
-    Err(FactoryError::NotImplemented("podman"))
+fn podman(config: &Config) -> Result<Arc<dyn ContainerDriver>, FactoryError> {
+    let driver =
+        bay_driver_podman::PodmanDriver::from_config(config).map_err(|e| FactoryError::Setup {
+            driver: config.container_driver.as_str(),
+            reason: e.to_string(),
+        })?;
+    Ok(Arc::new(driver))
 }
 
 #[cfg(not(feature = "podman"))]
@@ -87,8 +92,18 @@ mod tests {
 
     #[test]
     fn unimplemented_drivers_say_so() {
-        let config = Config::from_pairs([("CONTAINER_DRIVER", "podman")]).unwrap();
+        let config = Config::from_pairs([("CONTAINER_DRIVER", "kubernetes")]).unwrap();
         let err = build_driver(&config).unwrap_err().to_string();
-        assert!(err.contains("podman"), "{err}");
+        assert!(err.contains("kubernetes"), "{err}");
+    }
+
+    #[cfg(feature = "podman")]
+    #[test]
+    fn podman_modes_build_the_podman_driver() {
+        for mode in ["podman", "podman-host"] {
+            let config = Config::from_pairs([("CONTAINER_DRIVER", mode)]).unwrap();
+            let driver = build_driver(&config).unwrap();
+            assert!(format!("{driver:?}").contains("PodmanDriver"), "{driver:?}");
+        }
     }
 }

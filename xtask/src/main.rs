@@ -7,6 +7,7 @@ mod bay_image;
 mod bench;
 mod bench_transfer;
 mod cmd;
+mod podman;
 mod serve;
 mod ship_image;
 mod test;
@@ -34,6 +35,9 @@ enum Command {
     BayImage(bay_image::Args),
     /// Bring up `deploy/compose.yaml`, create a ship and run a command through the API, tear down.
     ComposeCheck(bay_image::ComposeArgs),
+    /// Prepare Podman (install, configure, API service on a private socket, ship image loaded),
+    /// run a command with `BAY_TEST_PODMAN_SOCKET` set, stop the service.
+    WithPodman(podman::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,5 +49,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::BayImage(args) => bay_image::run(args),
         Command::ComposeCheck(args) => bay_image::compose_check(args),
+        Command::WithPodman(args) => podman::run(args),
     }
 }

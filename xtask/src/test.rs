@@ -1,7 +1,8 @@
 //! `cargo xtask test`: what CI runs. Installs what the tests need (idempotently), checks
 //! formatting and lints with `-D warnings`, builds the ship images the integration tests run
-//! (`ship:latest`, `ship:busybox` and `ship:full`), then runs every test with
-//! cargo-nextest.
+//! (`ship:latest`, `ship:busybox` and `ship:full`), prepares Podman (installed, configured, its
+//! API service on a private socket with `ship:latest` loaded: see [`crate::podman`]), then runs
+//! every test with cargo-nextest and stops the Podman service.
 
 use crate::cmd;
 use crate::ship_image::{self, Flavour};
@@ -60,7 +61,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             debug: true,
         })?;
     }
+    // The Podman driver's tests and the podman-host end-to-end test talk to this service.
+    let podman = crate::podman::prepare(&[Flavour::Slim.default_tag()])?;
     let mut c = cmd::cargo();
+    c.env("BAY_TEST_PODMAN_SOCKET", podman.socket());
     // The images `ship-image-tests` runs (see its crate documentation).
     c.env("BAY_SHIP_IMAGE", Flavour::Slim.default_tag())
         .env("BAY_SHIP_BUSYBOX_IMAGE", Flavour::Busybox.default_tag())
@@ -73,7 +77,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "--no-fail-fast",
     ]);
     c.args(&args.nextest_args);
-    cmd::run(&mut c)
+    let result = cmd::run(&mut c);
+    drop(podman);
+    result
 }
 
 /// Installs cargo-nextest from crates.io when this machine does not have it.

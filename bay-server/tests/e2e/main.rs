@@ -4,6 +4,9 @@
 //! published Python SDK (`shipyard-python-sdk` from PyPI, in a venv the test creates).
 //!
 //! Every ship and network the tests create is removed at the end, even on failure.
+//! [`podman`] runs `bay-server` with `CONTAINER_DRIVER=podman-host` the same way.
+
+mod podman;
 
 mod isolation;
 
