@@ -166,7 +166,9 @@ impl FakeDriver {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes `op` fail with `error`: `times` calls, or every call when `None`.
+    /// Makes `op` fail with `error`: `times` calls, or every call when `None`. An injected
+    /// `NotFound` is truthful: `stop_ship_container` and `delete_ship_data` remove the thing
+    /// before answering it.
     pub fn fail(&self, op: Op, error: DriverError, times: Option<usize>) {
         self.state().failures.insert(op, (error, times));
     }
@@ -265,6 +267,13 @@ impl FakeDriver {
     /// Simulates a crash: the container disappears.
     pub fn vanish(&self, container_id: &str) {
         self.state().containers.remove(container_id);
+    }
+
+    /// Simulates a container whose process exited: it still exists, but does not run.
+    pub fn exit(&self, container_id: &str) {
+        if let Some(c) = self.state().containers.get_mut(container_id) {
+            c.running = false;
+        }
     }
 
     /// Simulates a container left behind by someone (e.g. a crashed Bay).
@@ -391,7 +400,13 @@ impl ContainerDriver for FakeDriver {
     }
 
     async fn stop_ship_container(&self, container_id: &str) -> DriverResult<()> {
-        self.enter(Op::Stop, container_id).await?;
+        let checked = self.check(Op::Stop, container_id);
+        if let Err(DriverError::NotFound(_)) = &checked {
+            // An injected "not found" is truthful: the container is gone.
+            self.state().containers.remove(container_id);
+        }
+        checked?;
+        self.pass(Op::Stop).await;
         self.state().containers.remove(container_id);
         Ok(())
     }
@@ -421,7 +436,13 @@ impl ContainerDriver for FakeDriver {
     }
 
     async fn delete_ship_data(&self, ship_id: &str) -> DriverResult<()> {
-        self.enter(Op::DeleteData, ship_id).await?;
+        let checked = self.check(Op::DeleteData, ship_id);
+        if let Err(DriverError::NotFound(_)) = &checked {
+            // An injected "not found" is truthful: the data is gone.
+            self.state().data.remove(ship_id);
+        }
+        checked?;
+        self.pass(Op::DeleteData).await;
         self.state().data.remove(ship_id);
         Ok(())
     }

@@ -210,9 +210,9 @@ impl ShipService {
             .ok_or_else(|| Error::CreateFailed(format!("ship id {ship_id} is taken")))?;
         let slot: Slot = tokio::select! {
             biased;
-            () = caller.cancelled() => return Err(super::caller_left()),
             () = owner.abort.cancelled() => return Err(self.abort_reason()),
             slot = self.admit(&ship_id) => slot?,
+            () = caller.cancelled() => return Err(super::caller_left()),
         };
         let spec = self.effective_spec(&req.spec);
         let now = Self::now();
@@ -271,32 +271,16 @@ impl ShipService {
                 return false;
             }
         };
-        let mut containers: Vec<String> = row.container_id.iter().cloned().collect();
-        let mut clean = match driver.list_managed().await {
-            Ok(list) => {
-                containers.extend(
-                    list.into_iter()
-                        .filter(|m| m.ship_id == ship_id)
-                        .map(|m| m.container_id),
-                );
-                true
-            }
-            Err(e) => {
-                warn!(ship.id = %ship_id, error = %e, "cannot list containers to clean up; retrying later");
+        let mut clean = match self
+            .remove_containers_of(ship_id, row.container_id.as_deref())
+            .await
+        {
+            Ok(()) => true,
+            Err(f) => {
+                warn!(ship.id = %ship_id, error = %f.reason, "cannot remove the new ship's containers; retrying later");
                 false
             }
         };
-        containers.sort();
-        containers.dedup();
-        for cid in &containers {
-            match driver.stop_ship_container(cid).await {
-                Ok(()) | Err(DriverError::NotFound(_)) => {}
-                Err(e) => {
-                    warn!(ship.id = %ship_id, container.id = %cid, error = %e, "cannot remove container; retrying later");
-                    clean = false;
-                }
-            }
-        }
         if clean {
             match driver.delete_ship_data(ship_id).await {
                 Ok(()) | Err(DriverError::NotFound(_)) => {}

@@ -23,8 +23,9 @@
 //! extend, session delete) runs on a task the service owns; the caller only awaits its
 //! answer. A caller that goes away (a client that disconnects) never cancels the work half-way:
 //! the task finishes it — or aborts it cleanly — and nobody reads the answer. The only waits
-//! that follow the caller are those before any effect: the session lock, and the admission
-//! queue (a client that disconnects leaves the queue, §5.5).
+//! that follow the caller are those before any effect: the session's turn, a ship's start
+//! lock, and the admission queue (a client that disconnects leaves the queue, §5.5). A request
+//! that does not have to wait runs even if its caller has already gone.
 //!
 //! # Reconciliation
 //!
@@ -300,13 +301,14 @@ fn shutting_down() -> Error {
     Error::Driver(DriverError::Unavailable("bay is shutting down".into()))
 }
 
-/// Runs `fut` unless the caller leaves first (`caller` cancelled): for waits before any
-/// effect, which must not outlive the request that asked for them.
+/// Runs `fut` unless the caller leaves while it waits (`caller` cancelled): for waits before
+/// any effect, which must not outlive the request that asked for them. What is ready at once
+/// goes on even if the caller has already left.
 async fn wanted<T>(caller: &CancellationToken, fut: impl Future<Output = T>) -> Result<T> {
     tokio::select! {
         biased;
-        () = caller.cancelled() => Err(caller_left()),
         v = fut => Ok(v),
+        () = caller.cancelled() => Err(caller_left()),
     }
 }
 

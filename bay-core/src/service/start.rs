@@ -137,8 +137,8 @@ impl ShipService {
         let slot: Slot = tokio::select! {
             biased;
             () = owner.abort.cancelled() => return Err(self.abort_reason()),
-            () = caller.cancelled() => return Err(super::caller_left()),
             slot = self.admit(ship_id) => slot?,
+            () = caller.cancelled() => return Err(super::caller_left()),
         };
         let _g = self.inner.ship_locks.lock(ship_id).await;
         if owner.abort.is_cancelled() {
@@ -162,6 +162,11 @@ impl ShipService {
                 match self.refresh(ship_id).await {
                     Ok(Some(row)) => {
                         self.stop_locked(row, StopCause::Crashed).await;
+                        // A container whose create answer never came; if the engine cannot
+                        // say now, the orphan check removes it later.
+                        if let Err(f) = self.remove_containers_of(ship_id, None).await {
+                            warn!(ship.id = %ship_id, error = %f.reason, "left for the orphan check");
+                        }
                     }
                     Ok(None) => self.inner.admission.release(ship_id),
                     // Left CREATING without an owner: the status checker stops it.

@@ -9,6 +9,14 @@ use crate::error::{Error, Result};
 use crate::model::{ShipStatus, Timestamp};
 use crate::store::{ShipRow, q};
 
+/// Why not every container of a ship could be removed.
+pub(super) struct RemovalFailed {
+    /// the first failure
+    pub(super) reason: String,
+    /// whether the container on record is among those left
+    pub(super) known_left: bool,
+}
+
 impl ShipService {
     /// The one stop procedure (§5.8): container removed, data kept, relations expired,
     /// terminals told, slot released. The ship lock must be held.
@@ -115,6 +123,48 @@ impl ShipService {
         Ok(())
     }
 
+    /// Removes every container of `ship_id`: `known` (the one on record) and any other the
+    /// engine lists for the ship (a create whose answer never came, a container someone
+    /// re-created). A container the engine reports not found is gone.
+    pub(super) async fn remove_containers_of(
+        &self,
+        ship_id: &str,
+        known: Option<&str>,
+    ) -> std::result::Result<(), RemovalFailed> {
+        let driver = &self.inner.driver;
+        let mut containers: Vec<String> = known.map(str::to_owned).into_iter().collect();
+        let mut failed = match driver.list_managed().await {
+            Ok(list) => {
+                containers.extend(
+                    list.into_iter()
+                        .filter(|m| m.ship_id == ship_id)
+                        .map(|m| m.container_id),
+                );
+                None
+            }
+            Err(e) => Some(RemovalFailed {
+                reason: format!("cannot list the ship's containers: {e}"),
+                known_left: false,
+            }),
+        };
+        containers.sort();
+        containers.dedup();
+        for cid in &containers {
+            match driver.stop_ship_container(cid).await {
+                Ok(()) | Err(DriverError::NotFound(_)) => {}
+                Err(e) => {
+                    warn!(ship.id = %ship_id, container.id = %cid, error = %e, "cannot remove container");
+                    let f = failed.get_or_insert_with(|| RemovalFailed {
+                        reason: e.to_string(),
+                        known_left: false,
+                    });
+                    f.known_left |= known == Some(cid.as_str());
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
     /// A ship being created or started answers at once (409) instead of waiting for its
     /// lock, which the start holds until the ship is ready.
     async fn refuse_if_creating(&self, ship_id: &str) -> Result<()> {
@@ -181,37 +231,18 @@ impl ShipService {
         let _ = self.inner.events.send(ShipEvent::Stopped {
             ship_id: ship_id.clone(),
         });
-        let driver = &self.inner.driver;
-        // Every container of the ship: the one on record and any other the engine lists
-        // (a start whose answer never came, a container someone re-created).
-        let mut containers: Vec<String> = ship.container_id.iter().cloned().collect();
-        let mut failure = match driver.list_managed().await {
-            Ok(list) => {
-                containers.extend(
-                    list.into_iter()
-                        .filter(|m| m.ship_id == ship_id)
-                        .map(|m| m.container_id),
-                );
-                None
-            }
-            Err(e) => Some(format!("cannot list the ship's containers: {e}")),
+        let (mut failure, pending) = match self
+            .remove_containers_of(&ship_id, ship.container_id.as_deref())
+            .await
+        {
+            Ok(()) => (None, None),
+            Err(f) => (
+                Some(f.reason),
+                ship.container_id.clone().filter(|_| f.known_left),
+            ),
         };
-        containers.sort();
-        containers.dedup();
-        let mut pending = None;
-        for cid in &containers {
-            match driver.stop_ship_container(cid).await {
-                Ok(()) | Err(DriverError::NotFound(_)) => {}
-                Err(e) => {
-                    if ship.container_id.as_deref() == Some(cid.as_str()) {
-                        pending = Some(cid.clone());
-                    }
-                    failure.get_or_insert_with(|| e.to_string());
-                }
-            }
-        }
         if failure.is_none()
-            && let Err(e) = driver.delete_ship_data(&ship_id).await
+            && let Err(e) = self.inner.driver.delete_ship_data(&ship_id).await
             && !matches!(e, DriverError::NotFound(_))
         {
             failure = Some(e.to_string());

@@ -62,7 +62,8 @@ impl Harness {
         self.start_again().await;
     }
 
-    async fn start_again(&mut self) {
+    /// Starts a new service on the same database and driver (after a shutdown or a crash).
+    pub async fn start_again(&mut self) {
         let extra: Vec<(&str, &str)> = self
             .settings
             .iter()

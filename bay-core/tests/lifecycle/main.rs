@@ -1,5 +1,6 @@
 //! ShipService driven with the FakeDriver and an in-process fake ship agent.
 
+mod faults;
 mod harness;
 
 use std::collections::HashSet;
