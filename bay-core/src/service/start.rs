@@ -10,11 +10,14 @@ use super::ttl::{grant, recompute_deadline, recompute_deadline_row};
 use super::{Ship, ShipService, StopCause, wanted};
 use crate::admission::{AdmissionError, AtLimit};
 use crate::config::MaxShipBehavior;
-use crate::driver::ShipContainerRequest;
+use crate::driver::{ContainerInfo, ShipContainerRequest};
 use crate::error::{Error, Result};
 use crate::model::{ShipStatus, Timestamp};
 use crate::ship_client::ShipEndpoint;
 use crate::store::{ShipRow, q};
+
+/// How long an aborted start waits for the engine's answer to its container create.
+const CREATE_ANSWER_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What attaching a session to a RUNNING ship came to.
 enum Attach {
@@ -209,9 +212,8 @@ impl ShipService {
 
     /// Creates the container, waits for readiness and makes the ship RUNNING with the session's
     /// relation granted. The ship lock must be held, the row is CREATING and holds the slot.
-    /// `abort` (a permanent delete, the shutdown) ends it at once with an error; on any error
-    /// the caller cleans up. The container id is stored as soon as the engine answers, and a
-    /// container whose answer never came is found by its labels.
+    /// `abort` (a permanent delete, the shutdown) ends it promptly with an error; on any error
+    /// the caller cleans up. The container id is stored as soon as the engine answers.
     pub(super) async fn bring_up(
         &self,
         row: &ShipRow,
@@ -219,23 +221,55 @@ impl ShipService {
         ttl: i64,
         abort: &CancellationToken,
     ) -> Result<()> {
+        let info = self.create_container(row, ttl, abort).await?;
         tokio::select! {
             biased;
             () = abort.cancelled() => Err(self.abort_reason()),
-            r = self.bring_up_inner(row, session, ttl) => r,
+            r = self.ready_and_running(row, &info, session, ttl) => r,
         }
     }
 
-    async fn bring_up_inner(&self, row: &ShipRow, session: &str, ttl: i64) -> Result<()> {
+    /// Asks the engine for the ship's container and records its id. An abort does not drop
+    /// the engine's create half-way: the engine would finish it anyway, unseen, and the
+    /// container would hold the ship's data. The answer is awaited for a short grace, so the
+    /// container is known and removed with the ship; one that answers even later is found by
+    /// its labels (now, or by the status checker).
+    async fn create_container(
+        &self,
+        row: &ShipRow,
+        ttl: i64,
+        abort: &CancellationToken,
+    ) -> Result<ContainerInfo> {
+        if abort.is_cancelled() {
+            return Err(self.abort_reason());
+        }
         let request = ShipContainerRequest {
             ship_id: row.id.clone(),
             spec: row.spec(),
             auth_token: row.auth_token.clone(),
             ttl,
         };
-        let info = self.inner.driver.create_ship_container(&request).await?;
+        let create = self.inner.driver.create_ship_container(&request);
+        tokio::pin!(create);
+        let answer = tokio::select! {
+            biased;
+            r = &mut create => r,
+            () = abort.cancelled() => {
+                let grace = self.inner.config.ship_health_check_timeout.min(CREATE_ANSWER_GRACE);
+                if let Ok(Ok(info)) = tokio::time::timeout(grace, create).await {
+                    let _ = self.record_container(&row.id, &info).await;
+                }
+                return Err(self.abort_reason());
+            }
+        };
+        let info = answer?;
+        self.record_container(&row.id, &info).await?;
+        Ok(info)
+    }
+
+    async fn record_container(&self, ship_id: &str, info: &ContainerInfo) -> Result<()> {
         let (id, cid, ip) = (
-            row.id.clone(),
+            ship_id.to_owned(),
             info.container_id.clone(),
             info.ip_address.clone(),
         );
@@ -251,6 +285,16 @@ impl ShipService {
                 Ok(())
             })
             .await?;
+        Ok(())
+    }
+
+    async fn ready_and_running(
+        &self,
+        row: &ShipRow,
+        info: &ContainerInfo,
+        session: &str,
+        ttl: i64,
+    ) -> Result<()> {
         let endpoint = ShipEndpoint::new(
             &info.ip_address,
             self.inner.config.ship_container_port,

@@ -811,9 +811,15 @@ async fn deleting_an_unknown_id_after_a_cancelled_create_is_not_found() {
         Err(Error::ShipNotFound)
     ));
     let id = h.service.list_ships().await.unwrap()[0].id.clone();
-    // The create its caller left is still the service's: deleting it aborts it.
-    h.service.delete_ship(&id).await.unwrap();
+    // The create its caller left is still the service's: deleting it aborts it. The engine's
+    // late answer (within the grace) names the container, which goes with the ship.
+    let (s, del) = (h.service.clone(), id.clone());
+    let delete = tokio::spawn(async move { s.delete_ship(&del).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
     h.driver.open(Op::Create);
+    delete.await.unwrap().unwrap();
+    assert!(h.driver.containers().is_empty());
+    assert!(h.driver.data().is_empty());
     assert!(matches!(
         h.service.delete_ship(&id).await,
         Err(Error::ShipNotFound)
