@@ -67,6 +67,13 @@ impl Admission {
         self.inner().holders.contains(ship_id)
     }
 
+    /// The ship ids holding a permit, sorted.
+    pub fn holders(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.inner().holders.iter().cloned().collect();
+        v.sort();
+        v
+    }
+
     /// Number of permits held.
     pub fn occupancy(&self) -> usize {
         self.inner().holders.len()

@@ -55,6 +55,21 @@ impl ShipStatus {
     pub fn can_stop(self) -> bool {
         self == Self::Running
     }
+
+    /// Only a running ship's relations can be granted, joined, touched or extended.
+    pub fn can_attach(self) -> bool {
+        self == Self::Running
+    }
+
+    /// Ship extend-ttl applies to running ships only (creating ones answer 409).
+    pub fn can_extend(self) -> bool {
+        self == Self::Running
+    }
+
+    /// Whether a start (new ship or restore) is in progress, or was left unfinished.
+    pub fn is_starting(self) -> bool {
+        self == Self::Creating
+    }
 }
 
 impl From<ShipStatus> for i32 {

@@ -344,6 +344,37 @@ pub mod q {
             .load(c)
     }
 
+    /// Ships that hold an admission slot: RUNNING, CREATING, and STOPPED ships whose container
+    /// could not be removed yet (`container_id` kept until it is).
+    pub fn slot_holders(c: &mut SqliteConnection) -> QueryResult<Vec<String>> {
+        ships::table
+            .filter(
+                ships::status
+                    .eq_any([ShipStatus::Running.code(), ShipStatus::Creating.code()])
+                    .or(ships::container_id.is_not_null()),
+            )
+            .select(ships::id)
+            .load(c)
+    }
+
+    /// STOPPED ships whose container could not be removed yet.
+    pub fn stopped_with_container(c: &mut SqliteConnection) -> QueryResult<Vec<ShipRow>> {
+        ships::table
+            .filter(ships::status.eq(ShipStatus::Stopped.code()))
+            .filter(ships::container_id.is_not_null())
+            .order((ships::created_at.asc(), ships::id.asc()))
+            .select(ShipRow::as_select())
+            .load(c)
+    }
+
+    /// Id and deadline of every running ship.
+    pub fn running_deadlines(c: &mut SqliteConnection) -> QueryResult<Vec<(String, Option<i64>)>> {
+        ships::table
+            .filter(ships::status.eq(ShipStatus::Running.code()))
+            .select((ships::id, ships::deadline))
+            .load(c)
+    }
+
     /// Relations of a ship, oldest first.
     pub fn relations_of_ship(
         c: &mut SqliteConnection,

@@ -1,5 +1,6 @@
-//! Test doubles (feature `testing`): a [`FakeDriver`] that records calls and can inject failures
-//! and delays, and a [`FakeShip`] agent served in-process on loopback.
+//! Test doubles (feature `testing`): a [`FakeDriver`] that records calls and can inject failures,
+//! delays, panics and gates (a call that waits where it stands until the test opens it), and a
+//! [`FakeShip`] agent served in-process on loopback.
 //!
 //! ```
 //! # #[tokio::main] async fn main() {
@@ -130,6 +131,9 @@ struct State {
     failures: HashMap<Op, (DriverError, Option<usize>)>,
     delays: HashMap<Op, Duration>,
     panics: HashSet<Op>,
+    gates: HashSet<Op>,
+    /// Calls waiting at a gate, by method.
+    waiting: HashMap<Op, usize>,
     peak_live: usize,
     next_id: usize,
 }
@@ -140,6 +144,8 @@ struct State {
 pub struct FakeDriver {
     address: String,
     state: Arc<Mutex<State>>,
+    /// Bumped on every gate change and every arrival at a gate.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl FakeDriver {
@@ -148,23 +154,60 @@ impl FakeDriver {
         Self {
             address: address.into(),
             state: Arc::default(),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes `op` fail with `error`: `times` calls, or every call when `None`.
+    /// Makes `op` fail with `error`: `times` calls, or every call when `None`. An injected
+    /// `NotFound` is truthful: `stop_ship_container` and `delete_ship_data` remove the thing
+    /// before answering it.
     pub fn fail(&self, op: Op, error: DriverError, times: Option<usize>) {
         self.state().failures.insert(op, (error, times));
     }
 
-    /// Stops injecting failures into `op`.
+    /// Stops injecting failures, panics and hangs into `op` (calls waiting at its gate go on).
     pub fn heal(&self, op: Op) {
-        let mut s = self.state();
-        s.failures.remove(&op);
-        s.panics.remove(&op);
+        {
+            let mut s = self.state();
+            s.failures.remove(&op);
+            s.panics.remove(&op);
+            s.gates.remove(&op);
+        }
+        self.changed();
+    }
+
+    /// Closes the gate of `op`: every call of it (after recording it and deciding its injected
+    /// failure) waits until [`FakeDriver::open`] or [`FakeDriver::heal`] — an engine that hangs.
+    /// `create_ship_container` makes its container *before* the gate, like an engine that
+    /// created it but whose answer is late; the other methods act after it.
+    pub fn gate(&self, op: Op) {
+        self.state().gates.insert(op);
+        self.changed();
+    }
+
+    /// Opens the gate of `op`: waiting calls go on.
+    pub fn open(&self, op: Op) {
+        self.state().gates.remove(&op);
+        self.changed();
+    }
+
+    /// Number of calls of `op` waiting at its gate now.
+    pub fn waiting(&self, op: Op) -> usize {
+        self.state().waiting.get(&op).copied().unwrap_or(0)
+    }
+
+    /// Waits until at least `n` calls of `op` wait at its gate.
+    pub async fn wait_at_gate(&self, op: Op, n: usize) {
+        let mut rx = self.changes.subscribe();
+        let _ = rx.wait_for(|_| self.waiting(op) >= n).await;
     }
 
     /// Delays every call of `op`.
@@ -226,6 +269,13 @@ impl FakeDriver {
         self.state().containers.remove(container_id);
     }
 
+    /// Simulates a container whose process exited: it still exists, but does not run.
+    pub fn exit(&self, container_id: &str) {
+        if let Some(c) = self.state().containers.get_mut(container_id) {
+            c.running = false;
+        }
+    }
+
     /// Simulates a container left behind by someone (e.g. a crashed Bay).
     pub fn plant(&self, ship_id: &str) -> String {
         let mut s = self.state();
@@ -248,38 +298,65 @@ impl FakeDriver {
         self.state().data.remove(ship_id);
     }
 
-    async fn enter(&self, op: Op, arg: &str) -> DriverResult<()> {
-        let delay = {
-            let mut s = self.state();
-            s.calls.push(Call {
-                op,
-                arg: arg.to_owned(),
-            });
-            if s.panics.contains(&op) {
-                drop(s);
-                panic!("injected panic in {op:?}");
-            }
-            if let Some((err, times)) = s.failures.get_mut(&op) {
-                let err = err.clone();
-                match times {
-                    Some(0) => {
+    /// Records the call and applies an injected panic or failure.
+    fn check(&self, op: Op, arg: &str) -> DriverResult<()> {
+        let mut s = self.state();
+        s.calls.push(Call {
+            op,
+            arg: arg.to_owned(),
+        });
+        if s.panics.contains(&op) {
+            drop(s);
+            panic!("injected panic in {op:?}");
+        }
+        if let Some((err, times)) = s.failures.get_mut(&op) {
+            let err = err.clone();
+            match times {
+                Some(0) => {
+                    s.failures.remove(&op);
+                }
+                Some(n) => {
+                    *n -= 1;
+                    if *n == 0 {
                         s.failures.remove(&op);
                     }
-                    Some(n) => {
+                    return Err(err);
+                }
+                None => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits at the gate of `op` while it is closed, then for its delay.
+    async fn pass(&self, op: Op) {
+        let gated = self.state().gates.contains(&op);
+        if gated {
+            /// Leaves the waiting count even when the call is dropped at the gate.
+            struct Waiting<'a>(&'a FakeDriver, Op);
+            impl Drop for Waiting<'_> {
+                fn drop(&mut self) {
+                    if let Some(n) = self.0.state().waiting.get_mut(&self.1) {
                         *n -= 1;
-                        if *n == 0 {
-                            s.failures.remove(&op);
-                        }
-                        return Err(err);
                     }
-                    None => return Err(err),
+                    self.0.changed();
                 }
             }
-            s.delays.get(&op).copied()
-        };
+            let mut rx = self.changes.subscribe();
+            *self.state().waiting.entry(op).or_default() += 1;
+            let _waiting = Waiting(self, op);
+            self.changed();
+            let _ = rx.wait_for(|_| !self.state().gates.contains(&op)).await;
+        }
+        let delay = self.state().delays.get(&op).copied();
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
+    }
+
+    async fn enter(&self, op: Op, arg: &str) -> DriverResult<()> {
+        self.check(op, arg)?;
+        self.pass(op).await;
         Ok(())
     }
 }
@@ -298,20 +375,24 @@ impl ContainerDriver for FakeDriver {
         &self,
         req: &ShipContainerRequest,
     ) -> DriverResult<ContainerInfo> {
-        self.enter(Op::Create, &req.ship_id).await?;
-        let mut s = self.state();
-        s.next_id += 1;
-        let id = format!("fake-{:06}", s.next_id);
-        s.containers.insert(
-            id.clone(),
-            FakeContainer {
-                ship_id: req.ship_id.clone(),
-                running: true,
-                token: req.auth_token.clone(),
-            },
-        );
-        s.data.insert(req.ship_id.clone());
-        s.peak_live = s.peak_live.max(s.containers.len());
+        self.check(Op::Create, &req.ship_id)?;
+        let id = {
+            let mut s = self.state();
+            s.next_id += 1;
+            let id = format!("fake-{:06}", s.next_id);
+            s.containers.insert(
+                id.clone(),
+                FakeContainer {
+                    ship_id: req.ship_id.clone(),
+                    running: true,
+                    token: req.auth_token.clone(),
+                },
+            );
+            s.data.insert(req.ship_id.clone());
+            s.peak_live = s.peak_live.max(s.containers.len());
+            id
+        };
+        self.pass(Op::Create).await;
         Ok(ContainerInfo {
             container_id: id,
             ip_address: self.address.clone(),
@@ -319,7 +400,13 @@ impl ContainerDriver for FakeDriver {
     }
 
     async fn stop_ship_container(&self, container_id: &str) -> DriverResult<()> {
-        self.enter(Op::Stop, container_id).await?;
+        let checked = self.check(Op::Stop, container_id);
+        if let Err(DriverError::NotFound(_)) = &checked {
+            // An injected "not found" is truthful: the container is gone.
+            self.state().containers.remove(container_id);
+        }
+        checked?;
+        self.pass(Op::Stop).await;
         self.state().containers.remove(container_id);
         Ok(())
     }
@@ -349,7 +436,13 @@ impl ContainerDriver for FakeDriver {
     }
 
     async fn delete_ship_data(&self, ship_id: &str) -> DriverResult<()> {
-        self.enter(Op::DeleteData, ship_id).await?;
+        let checked = self.check(Op::DeleteData, ship_id);
+        if let Err(DriverError::NotFound(_)) = &checked {
+            // An injected "not found" is truthful: the data is gone.
+            self.state().data.remove(ship_id);
+        }
+        checked?;
+        self.pass(Op::DeleteData).await;
         self.state().data.remove(ship_id);
         Ok(())
     }

@@ -52,6 +52,18 @@ impl Harness {
     /// Shuts the service down and starts a new one on the same database and driver.
     pub async fn restart(&mut self) {
         self.service.shutdown().await;
+        self.start_again().await;
+    }
+
+    /// Simulates a crash of Bay (every operation dropped where it stands, no cleanup), then
+    /// starts a new service on the same database and driver, which must reconcile.
+    pub async fn crash_and_restart(&mut self) {
+        self.service.crash().await;
+        self.start_again().await;
+    }
+
+    /// Starts a new service on the same database and driver (after a shutdown or a crash).
+    pub async fn start_again(&mut self) {
         let extra: Vec<(&str, &str)> = self
             .settings
             .iter()

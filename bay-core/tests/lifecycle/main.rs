@@ -1,5 +1,6 @@
 //! ShipService driven with the FakeDriver and an in-process fake ship agent.
 
+mod faults;
 mod harness;
 
 use std::collections::HashSet;
@@ -565,14 +566,11 @@ async fn creating_leftovers_and_orphans_are_cleaned_at_start_up() {
     let orphan = h.driver.plant(&stopped.id);
     // A container of a ship id Bay has no record of: never touched.
     let foreign = h.driver.plant("not-ours");
-    // A new ship stuck in CREATING, and a restore stuck in CREATING, as a crash leaves them.
+    // A new ship stuck in CREATING, as a crash leaves it.
     h.ship.set_healthy(false);
     let s1 = h.service.clone();
     let new_create = tokio::spawn(async move { s1.create_ship("crash-new", req(60)).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    new_create.abort();
-    let _ = new_create.await;
-    h.ship.set_healthy(true);
     let creating: Vec<_> = h
         .service
         .list_ships()
@@ -581,15 +579,12 @@ async fn creating_leftovers_and_orphans_are_cleaned_at_start_up() {
         .into_iter()
         .filter(|s| s.status == ShipStatus::Creating)
         .collect();
-    assert_eq!(
-        creating.len(),
-        1,
-        "the aborted create is left in CREATING, like a crash"
-    );
+    assert_eq!(creating.len(), 1, "the create waits for readiness");
     let leftover = creating[0].id.clone();
     assert!(h.driver.containers().iter().any(|c| c.ship_id == leftover));
-
-    h.restart().await;
+    h.crash_and_restart().await;
+    let _ = new_create.await;
+    h.ship.set_healthy(true);
     let ships = h.service.list_ships().await.unwrap();
     assert!(ships.iter().all(|s| s.status != ShipStatus::Creating));
     assert!(
@@ -627,10 +622,9 @@ async fn interrupted_restore_becomes_stopped_at_start_up() {
         })
         .await
     );
-    start.abort();
+    h.crash_and_restart().await;
     let _ = start.await;
     h.ship.set_healthy(true);
-    h.restart().await;
     let ship = h.service.get_ship(&a.id).await.unwrap();
     assert_eq!(
         ship.status,

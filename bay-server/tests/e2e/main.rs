@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+mod abandoned;
+
 const TOKEN: &str = "e2e-token";
 
 fn image() -> String {
