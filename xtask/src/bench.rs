@@ -60,12 +60,10 @@ fn bench_ship(args: &Args) -> anyhow::Result<()> {
     );
     if !ship_image::image_exists(&args.image) {
         eprintln!("==> image {} is missing: building it", args.image);
-        let flavour = match args.image.as_str() {
-            "ship:full" => Flavour::Full,
-            "ship:busybox" => Flavour::Busybox,
-            _ => Flavour::Slim,
-        };
-        ship_image::build(&[(flavour, args.image.clone())], false)?;
+        ship_image::build(
+            &[(Flavour::for_tag(&args.image), args.image.clone())],
+            false,
+        )?;
     }
 
     eprintln!(
