@@ -63,7 +63,7 @@ impl Flavour {
     /// compiled, the packages downloaded and installed), measured on two cores near a mirror.
     pub fn first_build_minutes(self) -> u32 {
         match self {
-            Flavour::Full => 8,
+            Flavour::Full => 15,
             Flavour::Slim => 3,
             Flavour::Busybox => 2,
         }
