@@ -1,9 +1,12 @@
 //! Test harness for the ship image: starts the real image in the real Docker engine (with the
 //! `docker` CLI) and talks to the agent over HTTP (reqwest) and WebSocket (tokio-tungstenite).
 //!
-//! Images come from `cargo xtask ship-image` (run by `cargo xtask test`): `BAY_SHIP_IMAGE`
-//! (default `ship:latest`), `BAY_SHIP_BUSYBOX_IMAGE` (default `ship:busybox`) and, when it exists,
-//! `BAY_SHIP_FULL_IMAGE` (default `ship:full`). Every container and volume is labelled
+//! Images come from `cargo xtask ship-image` (run by `cargo xtask test`): `BAY_SHIP_IMAGE`, the
+//! image most tests run (default `ship:latest`); `BAY_SHIP_FULL_IMAGE`, the complete runtime the
+//! runtime tests check (default `ship:latest`, the `full` flavour); `BAY_SHIP_SLIM_IMAGE`
+//! (default `ship:slim`) and `BAY_SHIP_BUSYBOX_IMAGE` (default `ship:busybox`). Point them at
+//! other tags to test other builds, e.g. `BAY_SHIP_IMAGE=ship:dev` for an agent built with
+//! `cargo xtask ship-image --flavour slim --tag ship:dev`. Every container and volume is labelled
 //! [`TEST_LABEL`] and removed by a drop guard, also when a test fails. Ports are published on
 //! 127.0.0.1 only, on a port the engine picks.
 
@@ -21,20 +24,24 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 /// The label (`key=value`) on every container and volume the tests create.
 pub const TEST_LABEL: &str = "bay.test=ship-image";
 
-/// The slim image under test.
+/// The image most tests run (the agent's behaviour does not depend on the flavour).
 pub fn image() -> String {
     env_or("BAY_SHIP_IMAGE", "ship:latest")
+}
+
+/// The complete runtime of ship-api.md §12 (flavour `full`, `ship:latest`).
+pub fn full_image() -> String {
+    env_or("BAY_SHIP_FULL_IMAGE", "ship:latest")
+}
+
+/// The small image (flavour `slim`, `ship:slim`).
+pub fn slim_image() -> String {
+    env_or("BAY_SHIP_SLIM_IMAGE", "ship:slim")
 }
 
 /// The busybox (`FROM scratch`) image under test.
 pub fn busybox_image() -> String {
     env_or("BAY_SHIP_BUSYBOX_IMAGE", "ship:busybox")
-}
-
-/// The full image, when it has been built (`cargo xtask ship-image --flavour full`).
-pub fn full_image() -> Option<String> {
-    let image = env_or("BAY_SHIP_FULL_IMAGE", "ship:full");
-    image_exists(&image).then_some(image)
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -171,7 +178,7 @@ impl Resp {
 }
 
 impl Ship {
-    /// Starts the slim image with default options.
+    /// Starts [`image()`] with default options.
     pub async fn start_default() -> anyhow::Result<Self> {
         Self::start(ShipOptions::new(image())).await
     }

@@ -58,12 +58,10 @@ pub fn build(tag: &str, release: bool) -> anyhow::Result<()> {
     );
     if !ship_image::image_exists(BASE_IMAGE) {
         step(&format!(
-            "base image {BASE_IMAGE} missing: running the ship-image build (base and ship:latest)"
+            "base image {BASE_IMAGE} missing: running the ship-image build (base and {})",
+            Flavour::DEFAULT.default_tag()
         ));
-        ship_image::build(
-            &[(Flavour::Slim, Flavour::Slim.default_tag().to_owned())],
-            false,
-        )?;
+        ship_image::build_flavours(&[Flavour::DEFAULT])?;
     }
 
     let profile = if release { "release" } else { "debug" };
@@ -223,12 +221,10 @@ pub fn compose_check(args: ComposeArgs) -> anyhow::Result<()> {
     if !args.no_build || !ship_image::image_exists(DEFAULT_TAG) {
         build(DEFAULT_TAG, !args.debug)?;
     }
-    if !ship_image::image_exists("ship:latest") {
-        step("ship:latest missing: building it");
-        ship_image::build(
-            &[(Flavour::Slim, Flavour::Slim.default_tag().to_owned())],
-            false,
-        )?;
+    let ship = Flavour::DEFAULT.default_tag();
+    if !ship_image::image_exists(ship) {
+        step(&format!("{ship} missing: building it"));
+        ship_image::build_flavours(&[Flavour::DEFAULT])?;
     }
     ensure!(
         cmd::succeeds(compose_command().arg("version")),

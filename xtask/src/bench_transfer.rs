@@ -135,7 +135,7 @@ pub fn run(image: &str, size_mb: u64) -> anyhow::Result<()> {
     ensure!(size_mb > 0, "--size-mb must be at least 1");
     if !ship_image::image_exists(image) {
         eprintln!("==> image {image} is missing: building it");
-        ship_image::build(&[(Flavour::Slim, image.to_owned())], false)?;
+        ship_image::build(&[(Flavour::for_tag(image), image.to_owned())], false)?;
     }
     eprintln!("==> building bay-server (release)");
     cmd::run(cmd::cargo().args([

@@ -224,7 +224,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let service = prepare(&["ship:latest"])?;
+    let service = prepare(&[crate::ship_image::Flavour::Slim.default_tag()])?;
     let (program, rest) = args.command.split_first().context("a command to run")?;
     let result = cmd::run(
         Command::new(program)

@@ -15,10 +15,15 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let tag = Flavour::Slim.default_tag();
+    let flavour = Flavour::DEFAULT;
+    let tag = flavour.default_tag();
     if !args.no_image && !ship_image::image_exists(tag) {
-        eprintln!("==> the ship image {tag} is missing: building it (once; later runs reuse it)");
-        ship_image::build(&[(Flavour::Slim, tag.to_owned())], false)?;
+        eprintln!(
+            "==> the ship image {tag} is missing: building it (first time: about {} minutes; \
+             later runs reuse it)",
+            flavour.first_build_minutes()
+        );
+        ship_image::build_flavours(&[flavour])?;
     }
     let mut c = cmd::cargo();
     c.args(["run", "--package", "bay-server", "--bin", "bay-server"]);

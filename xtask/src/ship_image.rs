@@ -29,10 +29,11 @@ const MIRROR_ENV: &str = "BAY_DEBIAN_MIRROR";
 /// An image flavour (see `images/ship/README.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Flavour {
-    /// The agent, python3 and the basics (`ship:latest`).
-    Slim,
-    /// The agent, IPython, numpy, pandas, matplotlib, CJK fonts and shell tools (`ship:full`).
+    /// The default image (`ship:latest`): the complete runtime of ship-api.md §12 (IPython, the
+    /// data stack, document libraries, Node.js, git, CJK fonts).
     Full,
+    /// The agent, python3 and the basics (`ship:slim`).
+    Slim,
     /// Test image: the agent and a static busybox in a `FROM scratch` image (`ship:busybox`).
     Busybox,
 }
@@ -41,9 +42,30 @@ impl Flavour {
     /// The tag the flavour gets when none is given.
     pub fn default_tag(self) -> &'static str {
         match self {
-            Flavour::Slim => "ship:latest",
-            Flavour::Full => "ship:full",
+            Flavour::Full => "ship:latest",
+            Flavour::Slim => "ship:slim",
             Flavour::Busybox => "ship:busybox",
+        }
+    }
+
+    /// The flavour `cargo xtask ship-image` builds by default, whose tag Bay uses by default.
+    pub const DEFAULT: Flavour = Flavour::Full;
+
+    /// The flavour whose default tag is `tag`; the default flavour for any other tag.
+    pub fn for_tag(tag: &str) -> Flavour {
+        [Flavour::Full, Flavour::Slim, Flavour::Busybox]
+            .into_iter()
+            .find(|f| f.default_tag() == tag)
+            .unwrap_or(Flavour::DEFAULT)
+    }
+
+    /// About how many minutes a build of the image takes when nothing is cached (the agent
+    /// compiled, the packages downloaded and installed), measured on two cores near a mirror.
+    pub fn first_build_minutes(self) -> u32 {
+        match self {
+            Flavour::Full => 15,
+            Flavour::Slim => 3,
+            Flavour::Busybox => 2,
         }
     }
 
@@ -65,10 +87,10 @@ impl Flavour {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Flavour to build; repeat the option to build several (`--flavour slim --flavour busybox`).
-    #[arg(long, value_enum, default_value = "slim")]
+    /// Flavour to build; repeat the option to build several (`--flavour full --flavour slim`).
+    #[arg(long, value_enum, default_value = "full")]
     flavour: Vec<Flavour>,
-    /// Tag of the image (default: `ship:latest`, `ship:full` or `ship:busybox` by flavour).
+    /// Tag of the image (default: `ship:latest`, `ship:slim` or `ship:busybox` by flavour).
     #[arg(long)]
     tag: Option<String>,
     /// Make the Debian base image again even when it exists.
@@ -96,6 +118,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     build(&targets, args.rebuild_base)
 }
 
+/// Builds each flavour under its default tag.
+pub fn build_flavours(flavours: &[Flavour]) -> anyhow::Result<()> {
+    let targets: Vec<_> = flavours
+        .iter()
+        .map(|&f| (f, f.default_tag().to_owned()))
+        .collect();
+    build(&targets, false)
+}
+
 /// Builds every `(flavour, tag)` image, making the base image and the agent binary first.
 pub fn build(targets: &[(Flavour, String)], rebuild_base: bool) -> anyhow::Result<()> {
     let start = Instant::now();
@@ -113,8 +144,10 @@ pub fn build(targets: &[(Flavour, String)], rebuild_base: bool) -> anyhow::Resul
     let context = prepare_context(&binary).context("could not prepare the docker build context")?;
     for (flavour, tag) in targets {
         progress.step(&format!(
-            "building image {tag} (flavour {})",
-            flavour.name()
+            "building image {tag} (flavour {}; the first time about {} minutes, then seconds \
+             when nothing changed)",
+            flavour.name(),
+            flavour.first_build_minutes()
         ));
         replacing_image(tag, || build_image(*flavour, tag, &context))?;
         let size = image_size(tag)?;
@@ -128,7 +161,7 @@ pub fn build(targets: &[(Flavour, String)], rebuild_base: bool) -> anyhow::Resul
 }
 
 /// Runs `build`, which (re)tags `tag`, then removes the image `tag` named before when it was
-/// replaced, so that rebuilds do not pile up dangling images (`ship:full` is over 1 GB). An old
+/// replaced, so that rebuilds do not pile up dangling images (`ship:latest` is about 1 GB). An old
 /// image still used by a container stays.
 pub fn replacing_image(
     tag: &str,
@@ -550,7 +583,8 @@ fn ensure_static(path: &Path) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Image
 
-/// Copies `images/ship/` and the agent binary into `target/ship-image/context`.
+/// Copies `images/ship/`, the agent binary and the machine's CA bundle into
+/// `target/ship-image/context`.
 fn prepare_context(binary: &Path) -> anyhow::Result<PathBuf> {
     let source = cmd::workspace_root().join("images").join("ship");
     let context = cmd::target_dir().join("ship-image").join("context");
@@ -559,7 +593,25 @@ fn prepare_context(binary: &Path) -> anyhow::Result<PathBuf> {
     let _ = fs::remove_file(context.join("README.md"));
     fs::copy(binary, context.join("ship"))
         .with_context(|| format!("could not copy {} into the build context", binary.display()))?;
+    let ca = context.join("build-ca.pem");
+    match build_ca_bundle() {
+        Some(bundle) => fs::copy(&bundle, &ca).map(drop).with_context(|| {
+            format!("could not copy {} into the build context", bundle.display())
+        })?,
+        None => write(&ca, "")?,
+    }
     Ok(context)
+}
+
+/// The CA bundle this machine trusts (`SSL_CERT_FILE`, else Debian's), which pip uses in the
+/// image build to reach PyPI through a TLS-intercepting proxy; `None` when there is none (pip
+/// then uses its own). Integrity does not depend on it: every wheel's sha256 is checked.
+fn build_ca_bundle() -> Option<PathBuf> {
+    std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([PathBuf::from("/etc/ssl/certs/ca-certificates.crt")])
+        .find(|p| p.is_file())
 }
 
 fn build_image(flavour: Flavour, tag: &str, context: &Path) -> anyhow::Result<()> {

@@ -1,8 +1,8 @@
 //! `cargo xtask test`: what CI runs. Installs what the tests need (idempotently), checks
 //! formatting and lints with `-D warnings`, builds the ship images the integration tests run
-//! (`ship:latest`, `ship:busybox` and `ship:full`), prepares Podman (installed, configured, its
-//! API service on a private socket with `ship:latest` loaded: see [`crate::podman`]), then runs
-//! every test with cargo-nextest and stops the Podman service.
+//! (`ship:latest`, the complete runtime; `ship:slim`; `ship:busybox`), prepares Podman (installed,
+//! configured, its API service on a private socket with `ship:slim` loaded: see
+//! [`crate::podman`]), then runs every test with cargo-nextest and stops the Podman service.
 
 use crate::cmd;
 use crate::ship_image::{self, Flavour};
@@ -15,10 +15,6 @@ pub struct Args {
     /// Do not build the ship images (the image tests use whatever images exist).
     #[arg(long)]
     no_image: bool,
-    /// Skip the `full` ship image (`ship:full`, several minutes on a fresh machine); the
-    /// matplotlib image test then reports itself as skipped.
-    #[arg(long)]
-    no_full: bool,
     /// Extra arguments passed to `cargo nextest run` (e.g. a test filter).
     #[arg(last = true)]
     nextest_args: Vec<String>,
@@ -41,15 +37,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         )?;
     }
     if !args.no_image {
-        let mut images = vec![Flavour::Slim, Flavour::Busybox];
-        if !args.no_full {
-            images.push(Flavour::Full);
-        }
-        let targets: Vec<_> = images
-            .iter()
-            .map(|&f| (f, f.default_tag().to_owned()))
-            .collect();
-        ship_image::build(&targets, false)?;
+        ship_image::build_flavours(&[Flavour::Full, Flavour::Slim, Flavour::Busybox])?;
     }
     // Doc tests and the Compose check first, so that the run ends with nextest's summary.
     cmd::run(cmd::cargo().args(["test", "--workspace", "--all-features", "--doc"]))?;
@@ -66,9 +54,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut c = cmd::cargo();
     c.env("BAY_TEST_PODMAN_SOCKET", podman.socket());
     // The images `ship-image-tests` runs (see its crate documentation).
-    c.env("BAY_SHIP_IMAGE", Flavour::Slim.default_tag())
-        .env("BAY_SHIP_BUSYBOX_IMAGE", Flavour::Busybox.default_tag())
-        .env("BAY_SHIP_FULL_IMAGE", Flavour::Full.default_tag());
+    c.env("BAY_SHIP_IMAGE", Flavour::DEFAULT.default_tag())
+        .env("BAY_SHIP_FULL_IMAGE", Flavour::Full.default_tag())
+        .env("BAY_SHIP_SLIM_IMAGE", Flavour::Slim.default_tag())
+        .env("BAY_SHIP_BUSYBOX_IMAGE", Flavour::Busybox.default_tag());
     c.args([
         "nextest",
         "run",

@@ -363,12 +363,12 @@ fn help_documents_modes_and_exit_codes_and_usage_errors_exit_2() {
     assert!(c.ok().stdout.contains("_bay"), "{}", c.stdout);
 }
 
-/// `bay python --save-figures` writes the cell's matplotlib figures as PNG files (the full
-/// image, `BAY_SHIP_FULL_IMAGE`, default `ship:full`, has matplotlib).
+/// `bay python --save-figures` writes the cell's matplotlib figures as PNG files (the complete
+/// runtime, `BAY_SHIP_FULL_IMAGE`, default `ship:latest`, has matplotlib).
 #[test]
 fn python_figures_are_saved_as_png_files() {
     let env = Env::with_image(
-        std::env::var("BAY_SHIP_FULL_IMAGE").unwrap_or_else(|_| "ship:full".to_owned()),
+        std::env::var("BAY_SHIP_FULL_IMAGE").unwrap_or_else(|_| "ship:latest".to_owned()),
     );
     let ship = ship_of(run(env.local(), &["ship", "create", "-o", "json"], None).ok());
     let dir = env.path("figures");

@@ -25,7 +25,7 @@ pub const TEST_LABEL_VALUE: &str = "podman-driver";
 /// Label naming the run (one per test).
 pub const RUN_LABEL: &str = "bay.test-run";
 /// The ship image the tests use (loaded into Podman's store by `cargo xtask test`).
-pub const IMAGE: &str = "ship:latest";
+pub const IMAGE: &str = "ship:slim";
 
 /// The Podman socket the tests talk to.
 pub fn socket() -> PathBuf {

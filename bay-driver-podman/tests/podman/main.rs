@@ -150,7 +150,7 @@ async fn network_mode_lifecycle() {
     lifecycle("podman").await;
 }
 
-/// `ship:latest` and `localhost/ship:latest` name the same image; ships on Podman's default
+/// `ship:slim` and `localhost/ship:slim` name the same image; ships on Podman's default
 /// network (no `DOCKER_NETWORK`) get an address too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fully_qualified_image_names_and_the_default_network_work() {
@@ -158,7 +158,7 @@ async fn fully_qualified_image_names_and_the_default_network_work() {
     let config = run.config(
         "podman",
         &[
-            ("DOCKER_IMAGE", "localhost/ship:latest"),
+            ("DOCKER_IMAGE", "localhost/ship:slim"),
             ("DOCKER_NETWORK", ""),
         ],
     );

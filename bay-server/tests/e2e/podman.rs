@@ -41,7 +41,9 @@ impl PodmanBay {
              xtask with-podman -- cargo nextest run …`)",
             socket.display()
         );
-        let image = super::image();
+        // The small image: this test runs shell and plain Python, and `cargo xtask test`
+        // loads only `ship:slim` into Podman's store.
+        let image = std::env::var("BAY_SHIP_SLIM_IMAGE").unwrap_or_else(|_| "ship:slim".to_owned());
         assert!(
             podman(&["image", "exists", &image]).status.success(),
             "the ship image {image} is not in podman's store: `cargo xtask test` loads it"

@@ -7,5 +7,6 @@ mod isolation;
 mod lifecycle;
 mod python;
 mod routes;
+mod runtime;
 mod shell;
 mod terminal;

@@ -187,17 +187,10 @@ async fn kernel_routes() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Needs the `full` flavour (matplotlib, IPython); skipped, with a message, when `ship:full`
-/// has not been built (`cargo xtask ship-image --flavour full`, or `cargo xtask test --full`).
+/// Needs the `full` flavour (matplotlib, IPython): [`full_image`].
 #[tokio::test]
 async fn matplotlib_figure_is_returned_as_png() -> anyhow::Result<()> {
-    let Some(image) = full_image() else {
-        eprintln!(
-            "SKIPPED: no ship:full image (build it with `cargo xtask ship-image --flavour full`)"
-        );
-        return Ok(());
-    };
-    let ship = Ship::start(ShipOptions::new(image)).await?;
+    let ship = Ship::start(ShipOptions::new(full_image())).await?;
     let sid = "py-4";
     let code = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [4, 1, 9])\nplt.title('中文 title')\nplt.show()";
     let v = ship.py(sid, code).await?;
