@@ -19,6 +19,10 @@ pub const LABEL_MANAGED: &str = "bay.managed";
 pub const LABEL_SHIP_ID: &str = "bay.ship-id";
 /// Label on the short-lived helper containers that remove host directories.
 pub const LABEL_HELPER: &str = "bay.helper";
+/// The value of [`LABEL_HELPER`] on the helper that empties a ship's host data directories.
+pub const HELPER_RM_SHIP_DATA: &str = "rm-ship-data";
+/// Where that helper mounts the ship's host data root (`<dir>/<id>`).
+pub const HELPER_DATA_MOUNT: &str = "/data";
 
 /// The capabilities a ship keeps (every other one is dropped). The agent runs as root and
 /// creates one OS user per session, then runs that session's processes as that user:
@@ -44,6 +48,11 @@ pub const NO_NEW_PRIVILEGES: &str = "no-new-privileges:true";
 
 /// The default pids limit of a ship container.
 pub const PIDS_LIMIT: i64 = 512;
+
+/// The label filter that lists everything Bay manages (`bay.managed=true`).
+pub fn managed_filter() -> String {
+    format!("{LABEL_MANAGED}=true")
+}
 
 /// Where a ship's home volume or directory is mounted.
 pub const HOME_MOUNT: &str = "/home";
@@ -83,6 +92,58 @@ pub fn labels(extra: &BTreeMap<String, String>, ship_id: Option<&str>) -> HashMa
         labels.insert(LABEL_SHIP_ID.to_owned(), id.to_owned());
     }
     labels
+}
+
+/// The labels of a network a driver creates: `extra` plus `bay.managed=true`.
+pub fn network_labels(extra: &BTreeMap<String, String>) -> HashMap<String, String> {
+    let mut labels = self::labels(extra, None);
+    labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
+    labels
+}
+
+/// The labels of the helper container that empties the host data of `ship_id`: those of the
+/// ship (so that everything Bay creates is found by `bay.managed`) plus
+/// `bay.helper=rm-ship-data` (so that it is not mistaken for a ship, see [`ship_id_of`]).
+pub fn helper_labels(extra: &BTreeMap<String, String>, ship_id: &str) -> HashMap<String, String> {
+    let mut labels = self::labels(extra, Some(ship_id));
+    labels.insert(LABEL_HELPER.to_owned(), HELPER_RM_SHIP_DATA.to_owned());
+    labels
+}
+
+/// The helper's entrypoint and arguments: empty the mounted `home` and `metadata` as root
+/// (the directories themselves, owned by Bay, are removed after).
+pub fn helper_command() -> (Vec<String>, Vec<String>) {
+    let data = HELPER_DATA_MOUNT;
+    (
+        vec!["rm".to_owned()],
+        vec![
+            "-rf".to_owned(),
+            "--".to_owned(),
+            format!("{data}/home"),
+            format!("{data}/metadata"),
+        ],
+    )
+}
+
+/// The ship id of a container with these labels, `None` when it is no ship (no
+/// [`LABEL_SHIP_ID`], or a helper: helpers carry the ship id too).
+pub fn ship_id_of(labels: &HashMap<String, String>) -> Option<&str> {
+    if labels.contains_key(LABEL_HELPER) {
+        return None;
+    }
+    labels.get(LABEL_SHIP_ID).map(String::as_str)
+}
+
+/// The bind mounts (source as the engine sees it, target) of a ship whose host data root is
+/// `host_root` (`<SHIP_DATA_HOST_DIR>/<id>`).
+pub fn host_dir_mounts(host_root: &Path) -> [(String, &'static str); 2] {
+    [
+        (host_root.join("home").display().to_string(), HOME_MOUNT),
+        (
+            host_root.join("metadata").display().to_string(),
+            METADATA_MOUNT,
+        ),
+    ]
 }
 
 /// Where a ship's `/home` and `/app/metadata` live.
@@ -165,6 +226,30 @@ mod tests {
         assert_eq!(l[LABEL_SHIP_ID], "abc");
         assert_eq!(l["bay.test"], "x");
         assert_eq!(labels(&extra, None).len(), 1);
+        assert_eq!(network_labels(&extra)[LABEL_MANAGED], "true");
+        assert_eq!(network_labels(&extra).len(), 2);
+        assert_eq!(ship_id_of(&l), Some("abc"));
+        let h = helper_labels(&extra, "abc");
+        assert_eq!(h[LABEL_MANAGED], "true");
+        assert_eq!(h[LABEL_SHIP_ID], "abc");
+        assert_eq!(h[LABEL_HELPER], HELPER_RM_SHIP_DATA);
+        assert_eq!(ship_id_of(&h), None);
+        assert_eq!(ship_id_of(&labels(&extra, None)), None);
+        assert_eq!(managed_filter(), "bay.managed=true");
+    }
+
+    #[test]
+    fn helper_and_host_dirs() {
+        let (entrypoint, cmd) = helper_command();
+        assert_eq!(entrypoint, ["rm"]);
+        assert_eq!(cmd, ["-rf", "--", "/data/home", "/data/metadata"]);
+        assert_eq!(
+            host_dir_mounts(Path::new("/srv/ships/abc")),
+            [
+                ("/srv/ships/abc/home".to_owned(), "/home"),
+                ("/srv/ships/abc/metadata".to_owned(), "/app/metadata"),
+            ]
+        );
     }
 
     #[test]

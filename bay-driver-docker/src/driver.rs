@@ -1,7 +1,7 @@
 //! [`DockerDriver`]: the [`ContainerDriver`] implementation on bollard.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -10,6 +10,10 @@ use async_trait::async_trait;
 use bay_core::driver::{
     ContainerDriver, ContainerInfo, DriverError, DriverResult, ManagedContainer,
     ShipContainerRequest,
+};
+use bay_core::engine::{
+    self, CAPABILITIES, DataLayout, HELPER_DATA_MOUNT, HOME_MOUNT, LABEL_MANAGED, METADATA_MOUNT,
+    NO_NEW_PRIVILEGES, container_name, volume_names,
 };
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
@@ -27,35 +31,7 @@ use futures_util::StreamExt;
 use tracing::{debug, info, warn};
 
 use crate::errors;
-use crate::settings::{DataLayout, DockerSettings, Mode};
-
-/// Label on every ship container and ship volume.
-pub const LABEL_MANAGED: &str = "bay.managed";
-/// Label carrying the ship id.
-pub const LABEL_SHIP_ID: &str = "bay.ship-id";
-/// Label on the short-lived helper containers that remove host directories.
-pub const LABEL_HELPER: &str = "bay.helper";
-
-/// The capabilities a ship keeps (every other one is dropped). The agent runs as root and
-/// creates one OS user per session, then runs that session's processes as that user:
-///
-/// | capability | why the agent needs it (without it, the first call of a session fails) |
-/// |---|---|
-/// | `CHOWN` | give new files to their owner: the `/etc/shadow` rewrite, homes, workspaces |
-/// | `DAC_OVERRIDE` | work inside the 0700 homes of session users |
-/// | `FOWNER` | `chmod` directories root does not own (a user's home) |
-/// | `SETUID`, `SETGID` | switch to a session user (`setresuid`, `setresgid`, `setgroups`) |
-/// | `KILL` | signal session process groups owned by other uids (else timeouts never fire) |
-///
-/// Each was checked by removing it alone (see the crate README).
-pub const CAPABILITIES: &[&str] = &[
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "FOWNER",
-    "SETUID",
-    "SETGID",
-    "KILL",
-];
+use crate::settings::{DockerSettings, Mode};
 
 /// Upper bound of the bytes [`ContainerDriver::get_container_logs`] returns (the end is kept).
 const MAX_LOG_BYTES: usize = 16 << 20;
@@ -75,19 +51,6 @@ pub struct DockerDriver {
     storage_driver: Mutex<String>,
     /// Whether the volume driver refused a `size` option (no quota support).
     volume_quota_refused: AtomicBool,
-}
-
-/// The names of a ship's two volumes.
-pub fn volume_names(ship_id: &str) -> [String; 2] {
-    [
-        format!("ship-{ship_id}-home"),
-        format!("ship-{ship_id}-metadata"),
-    ]
-}
-
-/// The container name of a ship.
-pub fn container_name(ship_id: &str) -> String {
-    format!("ship-{ship_id}")
 }
 
 impl DockerDriver {
@@ -138,17 +101,7 @@ impl DockerDriver {
     }
 
     fn labels(&self, ship_id: Option<&str>) -> HashMap<String, String> {
-        let mut labels: HashMap<String, String> = self
-            .settings
-            .extra_labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        if let Some(id) = ship_id {
-            labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
-            labels.insert(LABEL_SHIP_ID.to_owned(), id.to_owned());
-        }
-        labels
+        engine::labels(&self.settings.extra_labels, ship_id)
     }
 
     // ----------------------------------------------------------------------------------------
@@ -186,7 +139,7 @@ impl DockerDriver {
             Err(e) if errors::status(&e) == Some(404) => {}
             Err(e) => return Err(errors::map(&format!("network {net}"), e)),
         }
-        let req = network_create_request(&self.settings, net, self.labels(None));
+        let req = network_create_request(&self.settings, net);
         info!(network = %net, driver = "bridge", options = ?req.options, "docker network for ships is missing; creating it");
         if self.settings.mode == Mode::Network {
             warn!(network = %net, "{}", network_mode_exposure(net));
@@ -261,8 +214,8 @@ impl DockerDriver {
                     self.create_volume(docker, ship_id, name, disk).await?;
                 }
                 Ok(vec![
-                    mount(MountType::VOLUME, home, "/home"),
-                    mount(MountType::VOLUME, metadata, "/app/metadata"),
+                    mount(MountType::VOLUME, home, HOME_MOUNT),
+                    mount(MountType::VOLUME, metadata, METADATA_MOUNT),
                 ])
             }
             DataLayout::HostDirs { local, host } => {
@@ -271,25 +224,21 @@ impl DockerDriver {
                         "disk limit not enforced on the ship's data: SHIP_DATA_DIR host directories are bind-mounted without a quota");
                 }
                 let local_root = local.join(ship_id);
-                create_ship_dirs(local_root.clone()).await.map_err(|e| {
-                    DriverError::Engine(format!(
-                        "cannot create ship data directory {}: {e}",
-                        local_root.display()
-                    ))
-                })?;
-                let host_root = host.join(ship_id);
-                Ok(vec![
-                    mount(
-                        MountType::BIND,
-                        host_root.join("home").display().to_string(),
-                        "/home",
-                    ),
-                    mount(
-                        MountType::BIND,
-                        host_root.join("metadata").display().to_string(),
-                        "/app/metadata",
-                    ),
-                ])
+                let root = local_root.clone();
+                tokio::task::spawn_blocking(move || engine::create_ship_dirs(&root))
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|created| created)
+                    .map_err(|e| {
+                        DriverError::Engine(format!(
+                            "cannot create ship data directory {}: {e}",
+                            local_root.display()
+                        ))
+                    })?;
+                Ok(engine::host_dir_mounts(&host.join(ship_id))
+                    .into_iter()
+                    .map(|(source, target)| mount(MountType::BIND, source, target))
+                    .collect())
             }
         }
     }
@@ -341,7 +290,7 @@ impl DockerDriver {
         };
         let docker = self.client().await?;
         let host_root = host.join(ship_id);
-        let body = helper_body(&self.settings, self.labels(None), ship_id, &host_root);
+        let body = helper_body(&self.settings, ship_id, &host_root);
         let created = docker
             .create_container(None, body)
             .await
@@ -540,31 +489,22 @@ pub fn image_missing(image: &str) -> DriverError {
 /// then.
 pub(crate) fn helper_body(
     settings: &DockerSettings,
-    mut labels: HashMap<String, String>,
     ship_id: &str,
     host_root: &Path,
 ) -> ContainerCreateBody {
-    labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
-    labels.insert(LABEL_HELPER.to_owned(), "rm-ship-data".to_owned());
-    labels.insert(LABEL_SHIP_ID.to_owned(), ship_id.to_owned());
+    let (entrypoint, cmd) = engine::helper_command();
     ContainerCreateBody {
         image: Some(settings.image.clone()),
         user: Some("0:0".to_owned()),
-        entrypoint: Some(vec!["rm".to_owned()]),
-        // Empty the mounted directory; the directory itself (owned by Bay) is removed after.
-        cmd: Some(vec![
-            "-rf".to_owned(),
-            "--".to_owned(),
-            "/data/home".to_owned(),
-            "/data/metadata".to_owned(),
-        ]),
-        labels: Some(labels),
+        entrypoint: Some(entrypoint),
+        cmd: Some(cmd),
+        labels: Some(engine::helper_labels(&settings.extra_labels, ship_id)),
         network_disabled: Some(true),
         host_config: Some(HostConfig {
             mounts: Some(vec![mount(
                 MountType::BIND,
                 host_root.display().to_string(),
-                "/data",
+                HELPER_DATA_MOUNT,
             )]),
             network_mode: Some("none".to_owned()),
             auto_remove: Some(true),
@@ -603,15 +543,13 @@ pub const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
 pub(crate) fn network_create_request(
     settings: &DockerSettings,
     name: &str,
-    mut labels: HashMap<String, String>,
 ) -> NetworkCreateRequest {
-    labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
     let options = (settings.mode == Mode::Host)
         .then(|| HashMap::from([(ICC_OPTION.to_owned(), "false".to_owned())]));
     NetworkCreateRequest {
         name: name.to_owned(),
         driver: Some("bridge".to_owned()),
-        labels: Some(labels),
+        labels: Some(engine::network_labels(&settings.extra_labels)),
         options,
         ..Default::default()
     }
@@ -724,7 +662,7 @@ pub(crate) fn container_body(
         pids_limit: Some(settings.pids_limit),
         cap_drop: Some(vec!["ALL".to_owned()]),
         cap_add: Some(CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()),
-        security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
+        security_opt: Some(vec![NO_NEW_PRIVILEGES.to_owned()]),
         storage_opt,
         ..Default::default()
     };
@@ -733,12 +671,7 @@ pub(crate) fn container_body(
     });
     ContainerCreateBody {
         image: Some(settings.image.clone()),
-        env: Some(vec![
-            format!("SHIP_AUTH_TOKEN={}", req.auth_token),
-            format!("SHIP_ID={}", req.ship_id),
-            format!("TTL={}", req.ttl),
-            format!("SHIP_PORT={}", settings.container_port),
-        ]),
+        env: Some(engine::agent_env(req, settings.container_port)),
         exposed_ports: Some(vec![port_key]),
         labels: Some(labels),
         stop_timeout: i64::try_from(settings.stop_timeout.as_secs()).ok(),
@@ -787,32 +720,6 @@ pub(crate) fn address_of(
                 .ok_or_else(|| format!("the ship container has no IP address on network {name}"))
         }
     }
-}
-
-/// Creates `<root>/home` (0755: session users must traverse `/home` to reach their own 0700
-/// home) and `<root>/metadata` (0700) under `<root>` (0700).
-async fn create_ship_dirs(root: PathBuf) -> std::io::Result<()> {
-    tokio::task::spawn_blocking(move || {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        let make = |dir: &Path, mode: u32| -> std::io::Result<()> {
-            match std::fs::DirBuilder::new().mode(mode).create(dir) {
-                Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-                Err(e) => Err(e),
-            }
-        };
-        if let Some(parent) = root.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)?;
-        }
-        make(&root, 0o700)?;
-        make(&root.join("home"), 0o755)?;
-        make(&root.join("metadata"), 0o700)
-    })
-    .await
-    .map_err(std::io::Error::other)?
 }
 
 #[async_trait]
@@ -1003,7 +910,7 @@ impl ContainerDriver for DockerDriver {
 
     async fn list_managed(&self) -> DriverResult<Vec<ManagedContainer>> {
         let docker = self.client().await?;
-        let filters = HashMap::from([("label", vec![format!("{LABEL_MANAGED}=true")])]);
+        let filters = HashMap::from([("label", vec![engine::managed_filter()])]);
         let options = ListContainersOptionsBuilder::new()
             .all(true)
             .filters(&filters)
@@ -1019,11 +926,7 @@ impl ContainerDriver for DockerDriver {
 /// The ship container a listed container is, if it is one (pure: unit-tested): helper
 /// containers carry `bay.managed` and the ship id too, but are not ships.
 pub(crate) fn managed_ship(c: ContainerSummary) -> Option<ManagedContainer> {
-    let labels = c.labels.as_ref()?;
-    if labels.contains_key(LABEL_HELPER) {
-        return None;
-    }
-    let ship_id = labels.get(LABEL_SHIP_ID)?.clone();
+    let ship_id = engine::ship_id_of(c.labels.as_ref()?)?.to_owned();
     Some(ManagedContainer {
         container_id: c.id?,
         ship_id,
@@ -1034,6 +937,7 @@ pub(crate) fn managed_ship(c: ContainerSummary) -> Option<ManagedContainer> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bay_core::engine::{HELPER_RM_SHIP_DATA, LABEL_HELPER, LABEL_SHIP_ID, PIDS_LIMIT};
     use bay_core::model::EffectiveSpec;
     use bollard::models::NetworkSettings;
 
@@ -1077,18 +981,12 @@ mod tests {
         assert_eq!(b[0].host_ip.as_deref(), Some("127.0.0.1"));
         assert_eq!(hc.nano_cpus, Some(1_500_000_000));
         assert_eq!(hc.memory, Some(256 << 20));
-        assert_eq!(hc.pids_limit, Some(512));
+        assert_eq!(hc.pids_limit, Some(PIDS_LIMIT));
         assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
         assert_eq!(hc.storage_opt, None, "no quota without driver support");
-        assert_eq!(
-            hc.security_opt,
-            Some(vec!["no-new-privileges:true".to_owned()])
-        );
+        assert_eq!(hc.security_opt, Some(vec![NO_NEW_PRIVILEGES.to_owned()]));
         assert_eq!(hc.network_mode.as_deref(), Some("shipyard"));
-        let env = body.env.unwrap();
-        assert!(env.contains(&"SHIP_AUTH_TOKEN=tok".to_owned()));
-        assert!(env.contains(&"SHIP_ID=abc".to_owned()));
-        assert!(env.contains(&"TTL=60".to_owned()));
+        assert_eq!(body.env.unwrap(), engine::agent_env(&req, 8123));
     }
 
     #[test]
@@ -1173,21 +1071,18 @@ mod tests {
 
     #[test]
     fn host_mode_creates_its_network_with_inter_container_traffic_off() {
-        let host = network_create_request(
-            &settings(Mode::Host, Some("n")),
-            "n",
-            HashMap::from([("x".to_owned(), "y".to_owned())]),
-        );
+        let mut s = settings(Mode::Host, Some("n"));
+        s.extra_labels.insert("x".to_owned(), "y".to_owned());
+        let host = network_create_request(&s, "n");
         assert_eq!(host.driver.as_deref(), Some("bridge"));
         assert_eq!(host.options.unwrap()[ICC_OPTION], "false");
         let labels = host.labels.unwrap();
         assert_eq!(
-            (labels["bay.managed"].as_str(), labels["x"].as_str()),
+            (labels[LABEL_MANAGED].as_str(), labels["x"].as_str()),
             ("true", "y")
         );
         // Network mode: Bay's container reaches ships by IP on the network.
-        let network =
-            network_create_request(&settings(Mode::Network, Some("n")), "n", HashMap::new());
+        let network = network_create_request(&settings(Mode::Network, Some("n")), "n");
         assert_eq!(network.options, None);
     }
 
@@ -1215,7 +1110,7 @@ mod tests {
         // Bay's own network, unused, is replaced; anything else only warned about.
         let mut own = net("bridge", Some("true"));
         own.labels = Some(HashMap::from([(
-            "bay.managed".to_owned(),
+            LABEL_MANAGED.to_owned(),
             "true".to_owned(),
         )]));
         assert!(replaceable(&host, &own));
@@ -1253,17 +1148,13 @@ mod tests {
 
     #[test]
     fn the_helper_container_is_managed_labelled_and_removes_itself() {
-        let s = settings(Mode::Host, Some("n"));
-        let body = helper_body(
-            &s,
-            HashMap::from([("bay.test".to_owned(), "t".to_owned())]),
-            "abc",
-            Path::new("/srv/ships/abc"),
-        );
+        let mut s = settings(Mode::Host, Some("n"));
+        s.extra_labels.insert("bay.test".to_owned(), "t".to_owned());
+        let body = helper_body(&s, "abc", Path::new("/srv/ships/abc"));
         let labels = body.labels.clone().unwrap();
-        assert_eq!(labels["bay.managed"], "true");
-        assert_eq!(labels["bay.helper"], "rm-ship-data");
-        assert_eq!(labels["bay.ship-id"], "abc");
+        assert_eq!(labels[LABEL_MANAGED], "true");
+        assert_eq!(labels[LABEL_HELPER], HELPER_RM_SHIP_DATA);
+        assert_eq!(labels[LABEL_SHIP_ID], "abc");
         assert_eq!(labels["bay.test"], "t");
         let hc = body.host_config.unwrap();
         assert_eq!(hc.auto_remove, Some(true));
@@ -1281,8 +1172,8 @@ mod tests {
         };
         assert_eq!(managed_ship(summary(labels)), None);
         let ship = managed_ship(summary(HashMap::from([
-            ("bay.managed".to_owned(), "true".to_owned()),
-            ("bay.ship-id".to_owned(), "abc".to_owned()),
+            (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_SHIP_ID.to_owned(), "abc".to_owned()),
         ])))
         .expect("a ship container");
         assert_eq!((ship.ship_id.as_str(), ship.running), ("abc", true));

@@ -4,8 +4,10 @@
 //! Every ship is one container `ship-<id>` labelled `bay.managed=true` and `bay.ship-id=<id>`,
 //! with its data in two named volumes (`ship-<id>-home`, `ship-<id>-metadata`) or in host
 //! directories (`SHIP_DATA_DIR`). Containers are hardened: every capability dropped but the few
-//! the agent needs to manage session users ([`CAPABILITIES`]), `no-new-privileges`, a pids
-//! limit, and the CPU and memory limits of the ship's effective spec. See the crate's README
+//! the agent needs to manage session users ([`bay_core::engine::CAPABILITIES`]),
+//! `no-new-privileges`, a pids limit, and the CPU and memory limits of the ship's effective
+//! spec. These names, labels, the agent's environment and the limits are the engine contract
+//! of [`bay_core::engine`], shared with the Podman driver. See the crate's README
 //! for modes, data layout, hardening and disk quotas.
 //!
 //! ```no_run
@@ -25,11 +27,8 @@ mod driver;
 mod errors;
 mod settings;
 
-pub use driver::{
-    CAPABILITIES, DockerDriver, ICC_OPTION, LABEL_HELPER, LABEL_MANAGED, LABEL_SHIP_ID,
-    container_name, image_missing, volume_names,
-};
-pub use settings::{DataLayout, DockerSettings, Mode};
+pub use driver::{DockerDriver, ICC_OPTION, image_missing};
+pub use settings::{DockerSettings, Mode};
 
 impl DockerDriver {
     /// The driver for `config` (`CONTAINER_DRIVER=docker` or `docker-host`).

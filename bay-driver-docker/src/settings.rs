@@ -1,11 +1,11 @@
 //! What the Docker driver is configured with, taken from Bay's [`Config`].
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bay_core::config::{Config, DriverKind};
 use bay_core::driver::DriverError;
+use bay_core::engine::{DataLayout, PIDS_LIMIT};
 
 /// How Bay reaches a ship's agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,26 +17,13 @@ pub enum Mode {
     Host,
 }
 
-/// Where a ship's `/home` and `/app/metadata` live.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DataLayout {
-    /// Two named volumes per ship: `ship-<id>-home` and `ship-<id>-metadata` (the default).
-    Volumes,
-    /// Host directories `<dir>/<id>/home` and `<dir>/<id>/metadata` (`SHIP_DATA_DIR`).
-    HostDirs {
-        /// The root as Bay sees it (`SHIP_DATA_DIR`): Bay creates and removes directories here.
-        local: PathBuf,
-        /// The same root as the engine sees it (`SHIP_DATA_HOST_DIR`): used in bind mounts.
-        host: PathBuf,
-    },
-}
-
 /// Everything the driver needs. Build it with [`DockerSettings::from_config`]; tests may adjust
 /// the public fields (for example add labels that mark what they create).
 ///
 /// ```
 /// use bay_core::config::Config;
-/// use bay_driver_docker::{DataLayout, DockerSettings, Mode};
+/// use bay_core::engine::DataLayout;
+/// use bay_driver_docker::{DockerSettings, Mode};
 /// let config = Config::from_pairs([("CONTAINER_DRIVER", "docker"), ("DOCKER_NETWORK", "ships")]).unwrap();
 /// let settings = DockerSettings::from_config(&config).unwrap();
 /// assert_eq!(settings.mode, Mode::Network);
@@ -83,24 +70,14 @@ impl DockerSettings {
                 )));
             }
         };
-        let data = match &config.ship_data_dir {
-            None => DataLayout::Volumes,
-            Some(local) => DataLayout::HostDirs {
-                local: local.clone(),
-                host: config
-                    .ship_data_host_dir
-                    .clone()
-                    .unwrap_or_else(|| local.clone()),
-            },
-        };
         Ok(Self {
             mode,
             image: config.docker_image.clone(),
             network: config.docker_network.clone(),
             container_port: config.ship_container_port,
-            data,
+            data: DataLayout::from_config(config),
             stop_timeout: Duration::from_secs(5),
-            pids_limit: 512,
+            pids_limit: PIDS_LIMIT,
             request_timeout: Duration::from_secs(120),
             docker_host: None,
             extra_labels: BTreeMap::new(),

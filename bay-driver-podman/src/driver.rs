@@ -12,8 +12,8 @@ use bay_core::driver::{
     ShipContainerRequest,
 };
 use bay_core::engine::{
-    self, CAPABILITIES, DataLayout, HOME_MOUNT, LABEL_HELPER, LABEL_MANAGED, LABEL_SHIP_ID,
-    METADATA_MOUNT, NO_NEW_PRIVILEGES, container_name, volume_names,
+    self, CAPABILITIES, DataLayout, HELPER_DATA_MOUNT, HOME_MOUNT, METADATA_MOUNT,
+    NO_NEW_PRIVILEGES, container_name, volume_names,
 };
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerSummaryStateEnum, EndpointSettings,
@@ -134,12 +134,10 @@ impl PodmanDriver {
             Err(e) => return Err(errors::map(&format!("network {net}"), e)),
         }
         info!(network = %net, driver = "bridge", "podman network for ships is missing; creating it");
-        let mut labels = self.labels(None);
-        labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
         let req = NetworkCreateRequest {
             name: net.to_owned(),
             driver: Some("bridge".to_owned()),
-            labels: Some(labels),
+            labels: Some(engine::network_labels(&self.settings.extra_labels)),
             ..Default::default()
         };
         match docker.create_network(req).await {
@@ -185,19 +183,10 @@ impl PodmanDriver {
                             local_root.display()
                         ))
                     })?;
-                let host_root = host.join(ship_id);
-                Ok(vec![
-                    mount(
-                        MountType::BIND,
-                        host_root.join("home").display().to_string(),
-                        HOME_MOUNT,
-                    ),
-                    mount(
-                        MountType::BIND,
-                        host_root.join("metadata").display().to_string(),
-                        METADATA_MOUNT,
-                    ),
-                ])
+                Ok(engine::host_dir_mounts(&host.join(ship_id))
+                    .into_iter()
+                    .map(|(source, target)| mount(MountType::BIND, source, target))
+                    .collect())
             }
         }
     }
@@ -211,26 +200,19 @@ impl PodmanDriver {
         };
         let docker = self.client().await?;
         let host_root = host.join(ship_id);
-        let mut labels = self.labels(None);
-        labels.insert(LABEL_HELPER.to_owned(), "rm-ship-data".to_owned());
-        labels.insert(LABEL_SHIP_ID.to_owned(), ship_id.to_owned());
+        let (entrypoint, cmd) = engine::helper_command();
         let body = ContainerCreateBody {
             image: Some(self.settings.image.clone()),
             user: Some("0:0".to_owned()),
-            entrypoint: Some(vec!["rm".to_owned()]),
-            cmd: Some(vec![
-                "-rf".to_owned(),
-                "--".to_owned(),
-                "/data/home".to_owned(),
-                "/data/metadata".to_owned(),
-            ]),
-            labels: Some(labels),
+            entrypoint: Some(entrypoint),
+            cmd: Some(cmd),
+            labels: Some(engine::helper_labels(&self.settings.extra_labels, ship_id)),
             network_disabled: Some(true),
             host_config: Some(HostConfig {
                 mounts: Some(vec![mount(
                     MountType::BIND,
                     host_root.display().to_string(),
-                    "/data",
+                    HELPER_DATA_MOUNT,
                 )]),
                 network_mode: Some("none".to_owned()),
                 ulimits: Some(self.ulimits()),
@@ -688,7 +670,7 @@ impl ContainerDriver for PodmanDriver {
 
     async fn list_managed(&self) -> DriverResult<Vec<ManagedContainer>> {
         let docker = self.client().await?;
-        let filters = HashMap::from([("label", vec![format!("{LABEL_MANAGED}=true")])]);
+        let filters = HashMap::from([("label", vec![engine::managed_filter()])]);
         let options = ListContainersOptionsBuilder::new()
             .all(true)
             .filters(&filters)
@@ -700,7 +682,7 @@ impl ContainerDriver for PodmanDriver {
         Ok(list
             .into_iter()
             .filter_map(|c| {
-                let ship_id = c.labels.as_ref()?.get(LABEL_SHIP_ID)?.clone();
+                let ship_id = engine::ship_id_of(c.labels.as_ref()?)?.to_owned();
                 Some(ManagedContainer {
                     container_id: c.id?,
                     ship_id,
@@ -758,13 +740,10 @@ mod tests {
         assert_eq!(hc.nano_cpus, Some(1_500_000_000));
         assert_eq!(hc.memory, Some(256 << 20));
         assert_eq!(hc.memory_swap, Some(256 << 20));
-        assert_eq!(hc.pids_limit, Some(512));
+        assert_eq!(hc.pids_limit, Some(engine::PIDS_LIMIT));
         assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
         assert_eq!(hc.cap_add.unwrap(), CAPABILITIES);
-        assert_eq!(
-            hc.security_opt,
-            Some(vec!["no-new-privileges:true".to_owned()])
-        );
+        assert_eq!(hc.security_opt, Some(vec![NO_NEW_PRIVILEGES.to_owned()]));
         let names: Vec<_> = hc
             .ulimits
             .unwrap()
@@ -777,9 +756,7 @@ mod tests {
         );
         assert_eq!(hc.storage_opt, None);
         assert_eq!(hc.network_mode.as_deref(), Some("shipyard"));
-        let env = body.env.unwrap();
-        assert!(env.contains(&"SHIP_AUTH_TOKEN=tok".to_owned()));
-        assert!(env.contains(&"SHIP_ID=abc".to_owned()));
+        assert_eq!(body.env.unwrap(), engine::agent_env(&req, 8123));
     }
 
     #[test]

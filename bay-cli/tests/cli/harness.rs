@@ -177,7 +177,10 @@ impl Drop for Env {
             let ship = docker(&[
                 "inspect",
                 "-f",
-                "{{index .Config.Labels \"bay.ship-id\"}}",
+                &format!(
+                    "{{{{index .Config.Labels \"{}\"}}}}",
+                    bay_core::engine::LABEL_SHIP_ID
+                ),
                 id,
             ]);
             let ship = String::from_utf8_lossy(&ship.stdout).trim().to_owned();
@@ -192,13 +195,8 @@ impl Drop for Env {
 
 /// Removes the volumes of a ship (also of ships whose container is already gone).
 pub fn remove_volumes(ship: &str) {
-    let _ = docker(&[
-        "volume",
-        "rm",
-        "-f",
-        &format!("ship-{ship}-home"),
-        &format!("ship-{ship}-metadata"),
-    ]);
+    let [home, metadata] = bay_core::engine::volume_names(ship);
+    let _ = docker(&["volume", "rm", "-f", &home, &metadata]);
 }
 
 fn health_ok(port: u16) -> bool {

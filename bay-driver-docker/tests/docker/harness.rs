@@ -115,7 +115,10 @@ impl Run {
             format!("label={RUN_LABEL}={}", self.id),
         ];
         if managed_only {
-            args.extend(["--filter".to_owned(), "label=bay.managed=true".to_owned()]);
+            args.extend([
+                "--filter".to_owned(),
+                format!("label={}", bay_core::engine::managed_filter()),
+            ]);
         }
         lines(docker_cli(&args))
     }

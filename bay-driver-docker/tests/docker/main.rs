@@ -10,9 +10,12 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use bay_core::driver::{ContainerDriver, DriverError, ShipContainerRequest};
+use bay_core::engine::{
+    self, CAPABILITIES, LABEL_MANAGED, LABEL_SHIP_ID, NO_NEW_PRIVILEGES, PIDS_LIMIT, volume_names,
+};
 use bay_core::model::{EffectiveSpec, ShipStatus, SpecRequest};
 use bay_core::service::CreateShip;
-use bay_driver_docker::{CAPABILITIES, DockerSettings, volume_names};
+use bay_driver_docker::DockerSettings;
 use bytes::Bytes;
 use futures::StreamExt;
 use harness::{Bay, Run, eventually};
@@ -75,15 +78,15 @@ async fn host_mode_lifecycle_keeps_data_across_restore_and_deletes_it_permanentl
     let inspect = bay.inspect(&cid).await;
     assert_eq!(
         inspect.name.as_deref(),
-        Some(&*format!("/ship-{}", ship.id))
+        Some(&*format!("/{}", engine::container_name(&ship.id)))
     );
     let labels = inspect
         .config
         .as_ref()
         .and_then(|c| c.labels.clone())
         .unwrap_or_default();
-    assert_eq!(labels.get("bay.managed").map(String::as_str), Some("true"));
-    assert_eq!(labels.get("bay.ship-id"), Some(&ship.id));
+    assert_eq!(labels.get(LABEL_MANAGED).map(String::as_str), Some("true"));
+    assert_eq!(labels.get(LABEL_SHIP_ID), Some(&ship.id));
     let env = inspect
         .config
         .as_ref()
@@ -252,7 +255,7 @@ async fn limits_and_hardening_are_visible_in_docker_inspect() {
     assert_eq!(hc.nano_cpus, Some(500_000_000));
     assert_eq!(hc.memory, Some(256 << 20));
     assert_eq!(hc.memory_swap, Some(256 << 20));
-    assert_eq!(hc.pids_limit, Some(512));
+    assert_eq!(hc.pids_limit, Some(PIDS_LIMIT));
     assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
     let mut added = hc.cap_add.clone().unwrap_or_default();
     added.sort();
@@ -264,7 +267,7 @@ async fn limits_and_hardening_are_visible_in_docker_inspect() {
         hc.security_opt
             .unwrap_or_default()
             .iter()
-            .any(|o| o.starts_with("no-new-privileges")),
+            .any(|o| o == NO_NEW_PRIVILEGES),
         "no-new-privileges set"
     );
     // The disk quota is applied only where the storage driver supports it.
@@ -454,7 +457,7 @@ async fn an_unused_ship_network_of_bay_without_isolation_is_replaced() {
         .expect("docker CLI");
     assert!(removed.success());
     // Bay's own, from before isolation: replaced.
-    create(&run, &["--label", "bay.managed=true"]);
+    create(&run, &["--label", &engine::managed_filter()]);
     let bay = run.bay("docker-host", &[]).await;
     assert_eq!(
         icc(&run),
@@ -589,7 +592,7 @@ async fn errors_are_typed_and_a_missing_image_is_explained() {
     let config = run.config("docker-host", &[]);
     let driver = run.driver(&config);
     driver.initialize().await.expect("initialise");
-    let missing = format!("ship-{}-nope", run.id);
+    let missing = engine::container_name(&format!("{}-nope", run.id));
     assert!(matches!(
         driver.is_container_running(&missing).await,
         Err(DriverError::NotFound(_))
@@ -784,17 +787,9 @@ async fn sigkill_during_creates_leaves_no_orphans_after_restart() {
         "every ship container belongs to a running ship"
     );
     // Volumes belong to recorded ships only.
-    let known: HashSet<String> = ships.iter().map(|s| s.id.clone()).collect();
+    let known: HashSet<String> = ships.iter().flat_map(|s| volume_names(&s.id)).collect();
     for v in run.volumes() {
-        let id = v
-            .strip_prefix("ship-")
-            .and_then(|v| {
-                v.strip_suffix("-home")
-                    .or_else(|| v.strip_suffix("-metadata"))
-            })
-            .unwrap_or_default()
-            .to_owned();
-        assert!(known.contains(&id), "volume {v} of an unknown ship");
+        assert!(known.contains(&v), "volume {v} of an unknown ship");
     }
     // The recovered ships still work.
     let running: Vec<_> = ships

@@ -9,7 +9,9 @@ mod harness;
 use std::collections::HashSet;
 
 use bay_core::driver::{ContainerDriver, DriverError};
-use bay_core::engine::{CAPABILITIES, volume_names};
+use bay_core::engine::{
+    self, CAPABILITIES, LABEL_MANAGED, LABEL_SHIP_ID, PIDS_LIMIT, volume_names,
+};
 use harness::{Run, agent_becomes_healthy, exec, inspect, podman};
 
 /// The whole lifecycle in one mode: create, identity and hardening read back from the engine,
@@ -46,15 +48,15 @@ async fn lifecycle(mode: &str) {
 
     // Identity, environment, limits and hardening, as the engine reports them.
     let i = inspect(&cid);
-    assert_eq!(i["Name"], format!("ship-{}", req.ship_id));
-    assert_eq!(i["Config"]["Labels"]["bay.managed"], "true");
-    assert_eq!(i["Config"]["Labels"]["bay.ship-id"], req.ship_id.as_str());
+    assert_eq!(i["Name"], engine::container_name(&req.ship_id));
+    assert_eq!(i["Config"]["Labels"][LABEL_MANAGED], "true");
+    assert_eq!(i["Config"]["Labels"][LABEL_SHIP_ID], req.ship_id.as_str());
     assert_eq!(i["Config"]["Labels"]["bay.test-run"], run.id.as_str());
     let env: Vec<String> = serde_json::from_value(i["Config"]["Env"].clone()).unwrap();
     assert!(env.contains(&format!("SHIP_ID={}", req.ship_id)), "{env:?}");
     assert!(env.contains(&format!("SHIP_AUTH_TOKEN={}", req.auth_token)));
     assert!(env.contains(&"TTL=600".to_owned()));
-    assert_eq!(i["HostConfig"]["PidsLimit"], 512);
+    assert_eq!(i["HostConfig"]["PidsLimit"], PIDS_LIMIT);
     assert_eq!(i["HostConfig"]["Memory"], 256 << 20);
     assert_eq!(i["HostConfig"]["NanoCpus"], 500_000_000);
     let caps: HashSet<String> = serde_json::from_value(i["EffectiveCaps"].clone()).unwrap();
@@ -187,7 +189,7 @@ async fn a_stale_container_and_a_vanished_network_are_handled() {
     let out = podman(&[
         "create",
         "--name",
-        &format!("ship-{}", req.ship_id),
+        &engine::container_name(&req.ship_id),
         "--label",
         &label,
         harness::IMAGE,
@@ -244,7 +246,7 @@ async fn concurrent_creates_give_distinct_running_ships() {
 async fn not_found_and_unavailable_are_told_apart() {
     let run = Run::new();
     let driver = run.driver("podman-host");
-    let missing = format!("ship-{}-missing", run.id);
+    let missing = engine::container_name(&format!("{}-missing", run.id));
     assert!(matches!(
         driver.is_container_running(&missing).await,
         Err(DriverError::NotFound(_))

@@ -121,19 +121,17 @@ impl Drop for Bay {
             let ship = docker(&[
                 "inspect",
                 "-f",
-                "{{index .Config.Labels \"bay.ship-id\"}}",
+                &format!(
+                    "{{{{index .Config.Labels \"{}\"}}}}",
+                    bay_core::engine::LABEL_SHIP_ID
+                ),
                 id,
             ]);
             let ship = String::from_utf8_lossy(&ship.stdout).trim().to_owned();
             let _ = docker(&["rm", "-f", "-v", id]);
             if !ship.is_empty() {
-                let _ = docker(&[
-                    "volume",
-                    "rm",
-                    "-f",
-                    &format!("ship-{ship}-home"),
-                    &format!("ship-{ship}-metadata"),
-                ]);
+                let [home, metadata] = bay_core::engine::volume_names(&ship);
+                let _ = docker(&["volume", "rm", "-f", &home, &metadata]);
             }
         }
         let _ = docker(&["network", "rm", &self.network]);

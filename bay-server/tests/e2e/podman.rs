@@ -114,19 +114,17 @@ impl Drop for PodmanBay {
             let ship = podman(&[
                 "inspect",
                 "-f",
-                "{{index .Config.Labels \"bay.ship-id\"}}",
+                &format!(
+                    "{{{{index .Config.Labels \"{}\"}}}}",
+                    bay_core::engine::LABEL_SHIP_ID
+                ),
                 id,
             ]);
             let ship = String::from_utf8_lossy(&ship.stdout).trim().to_owned();
             let _ = podman(&["rm", "-f", "-v", id]);
             if !ship.is_empty() {
-                let _ = podman(&[
-                    "volume",
-                    "rm",
-                    "-f",
-                    &format!("ship-{ship}-home"),
-                    &format!("ship-{ship}-metadata"),
-                ]);
+                let [home, metadata] = bay_core::engine::volume_names(&ship);
+                let _ = podman(&["volume", "rm", "-f", &home, &metadata]);
             }
         }
         let _ = podman(&["network", "rm", "-f", &self.network]);
@@ -220,7 +218,7 @@ async fn podman_host_runs_shell_and_python_in_a_ship() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    for v in [format!("ship-{id}-home"), format!("ship-{id}-metadata")] {
+    for v in bay_core::engine::volume_names(&id) {
         assert!(
             !podman(&["volume", "exists", &v]).status.success(),
             "{v} removed"
