@@ -5,79 +5,38 @@
 //! gave back, and after permanent deletes no container or volume of the run's ships is left.
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{TOKEN, docker, health_ok, image};
+use super::{Bay, Engine, TOKEN, docker, image};
 
-/// A `bay-server` with `MAX_SHIP_NUM=2` in reject mode; on drop it stops and removes every
-/// container and volume of the ships it saw.
-struct Bay {
-    child: Child,
-    url: String,
-    network: String,
+/// A `bay-server` with `MAX_SHIP_NUM=2` in reject mode, and the ids of the ships it listed; on
+/// drop every container and volume labelled with one of them is removed too (a ship whose
+/// container is gone keeps its volumes).
+struct AbandonBay {
+    bay: Bay,
     ships: BTreeSet<String>,
-    _dir: tempfile::TempDir,
 }
 
-impl Bay {
+impl AbandonBay {
     fn start() -> Self {
-        let image = image();
-        assert!(
-            docker(&["image", "inspect", &image]).status.success(),
-            "the ship image {image} is missing: build it with `cargo xtask ship-image`"
+        let bay = Bay::start_with(
+            Engine::Docker,
+            "e2e-abandoned",
+            &image(),
+            &[("MAX_SHIP_NUM", "2"), ("BEHAVIOR_AFTER_MAX_SHIP", "reject")],
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let network = format!("bay-e2e-abandoned-{}", std::process::id());
-        let child = Command::new(env!("CARGO_BIN_EXE_bay-server"))
-            .arg("serve")
-            .current_dir(dir.path())
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("ACCESS_TOKEN", TOKEN)
-            .env(
-                "DATABASE_URL",
-                format!("sqlite://{}/bay.db", dir.path().display()),
-            )
-            .env("CONTAINER_DRIVER", "docker-host")
-            .env("DOCKER_IMAGE", &image)
-            .env("DOCKER_NETWORK", &network)
-            .env("MAX_SHIP_NUM", "2")
-            .env("BEHAVIOR_AFTER_MAX_SHIP", "reject")
-            .env("DEFAULT_SHIP_MEMORY", "256m")
-            .env("LOG_LEVEL", "info")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("bay-server starts");
-        let bay = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            network,
+        Self {
+            bay,
             ships: BTreeSet::new(),
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !health_ok(port) {
-            assert!(
-                Instant::now() < deadline,
-                "bay-server did not answer /health within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
-        bay
     }
 
     fn request(&self, method: Method, path: &str, timeout: Duration) -> reqwest::RequestBuilder {
         reqwest::Client::new()
-            .request(method, format!("{}{path}", self.url))
+            .request(method, format!("{}{path}", self.bay.url))
             .bearer_auth(TOKEN)
             .timeout(timeout)
     }
@@ -133,20 +92,8 @@ impl Bay {
     }
 }
 
-impl Drop for Bay {
+impl Drop for AbandonBay {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         for id in &self.ships {
             let label = format!("label=bay.ship-id={id}");
             let c = docker(&["ps", "-aq", "--filter", &label]);
@@ -158,13 +105,12 @@ impl Drop for Bay {
                 let _ = docker(&["volume", "rm", "-f", vol]);
             }
         }
-        let _ = docker(&["network", "rm", &self.network]);
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn creates_abandoned_by_their_clients_leak_nothing() {
-    let mut bay = Bay::start();
+    let mut bay = AbandonBay::start();
 
     // Two clients give up on their creates after 0.1 s (a real ship takes longer).
     for session in ["gone-1", "gone-2"] {

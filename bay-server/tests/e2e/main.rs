@@ -35,28 +35,53 @@ fn docker(args: &[&str]) -> std::process::Output {
         .expect("the docker CLI runs")
 }
 
+/// The engine a test Bay drives; its command-line tool checks the image and cleans up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Docker,
+    Podman,
+}
+
+impl Engine {
+    fn run(self, args: &[&str]) -> std::process::Output {
+        match self {
+            Self::Docker => docker(args),
+            Self::Podman => podman::podman(args),
+        }
+    }
+}
+
 /// A running `bay-server` process and what it created; cleaned up on drop.
 struct Bay {
     child: Child,
     url: String,
     network: String,
+    engine: Engine,
     _dir: tempfile::TempDir,
 }
 
 impl Bay {
+    /// A Bay on Docker (`docker-host`) with the ship image and room for four ships.
     fn start() -> Self {
-        let image = image();
+        Self::start_with(Engine::Docker, "e2e", &image(), &[("MAX_SHIP_NUM", "4")])
+    }
+
+    /// A Bay whose ships use `image` on a network named after `name`; `env` adds to or
+    /// overrides the defaults (`docker-host`, 256 MB ships).
+    fn start_with(engine: Engine, name: &str, image: &str, env: &[(&str, &str)]) -> Self {
         assert!(
-            docker(&["image", "inspect", &image]).status.success(),
-            "the ship image {image} is missing: build it with `cargo xtask ship-image` (the README's test command does)"
+            engine.run(&["image", "inspect", image]).status.success(),
+            "the ship image {image} is missing from {engine:?}: the README's test command \
+             (`cargo xtask test`) builds and loads it"
         );
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
         let dir = tempfile::tempdir().expect("tempdir");
-        let network = format!("bay-e2e-{}", std::process::id());
-        let child = Command::new(env!("CARGO_BIN_EXE_bay-server"))
+        let network = format!("bay-{name}-{}", std::process::id());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bay-server"));
+        command
             .arg("serve")
             .current_dir(dir.path())
             .env("HOST", "127.0.0.1")
@@ -67,25 +92,24 @@ impl Bay {
                 format!("sqlite://{}/bay.db", dir.path().display()),
             )
             .env("CONTAINER_DRIVER", "docker-host")
-            .env("DOCKER_IMAGE", &image)
+            .env("DOCKER_IMAGE", image)
             .env("DOCKER_NETWORK", &network)
-            .env("MAX_SHIP_NUM", "4")
             .env("DEFAULT_SHIP_MEMORY", "256m")
             .env("LOG_LEVEL", "info")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("bay-server starts");
+            .stdin(Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("bay-server starts");
         let bay = Self {
             child,
             url: format!("http://127.0.0.1:{port}"),
             network,
+            engine,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if health_ok(port) {
-                break;
-            }
+        while !health_ok(port) {
             assert!(
                 Instant::now() < deadline,
                 "bay-server did not answer /health within 60 s"
@@ -111,14 +135,15 @@ impl Drop for Bay {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let ids = docker(&[
+        let engine = self.engine;
+        let ids = engine.run(&[
             "ps",
             "-aq",
             "--filter",
             &format!("network={}", self.network),
         ]);
         for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-            let ship = docker(&[
+            let ship = engine.run(&[
                 "inspect",
                 "-f",
                 &format!(
@@ -128,13 +153,13 @@ impl Drop for Bay {
                 id,
             ]);
             let ship = String::from_utf8_lossy(&ship.stdout).trim().to_owned();
-            let _ = docker(&["rm", "-f", "-v", id]);
+            let _ = engine.run(&["rm", "-f", "-v", id]);
             if !ship.is_empty() {
                 let [home, metadata] = bay_core::engine::volume_names(&ship);
-                let _ = docker(&["volume", "rm", "-f", &home, &metadata]);
+                let _ = engine.run(&["volume", "rm", "-f", &home, &metadata]);
             }
         }
-        let _ = docker(&["network", "rm", &self.network]);
+        let _ = engine.run(&["network", "rm", &self.network]);
     }
 }
 
