@@ -162,7 +162,7 @@ impl Hardening {
     /// ```
     /// use bay_core::testing::conformance::Hardening;
     /// let mut h = Hardening::default();
-    /// h.read_proc_status("Name:\tship\nCapEff:\t00000000000000e9\nNoNewPrivs:\t1\n");
+    /// h.read_proc_status("Name:\tship\nCapEff:\t00000000000000eb\nNoNewPrivs:\t1\n");
     /// let caps: Vec<&str> = h.capabilities.iter().map(String::as_str).collect();
     /// assert_eq!(caps, ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID"]);
     /// assert!(h.no_new_privileges);
@@ -355,6 +355,23 @@ impl Target {
             .unwrap_or_else(|e| panic!("{}: delete data of {}: {e}", self.name, ship.ship_id));
     }
 
+    /// Both the driver (`ship_data_exists`) and the engine (the probe) say whether the ship's
+    /// data exists, and they agree with `exists`.
+    async fn assert_data(&self, ship_id: &str, exists: bool, when: &str) {
+        let said = self.driver.ship_data_exists(ship_id).await;
+        assert!(
+            matches!(said, Ok(e) if e == exists),
+            "{}: ship_data_exists of {ship_id} {when}: {said:?}, expected {exists}",
+            self.name
+        );
+        assert_eq!(
+            self.probe.data_exists(ship_id).await,
+            exists,
+            "{}: the engine's data of {ship_id} {when}",
+            self.name
+        );
+    }
+
     /// Polls `f` every 100 ms until it holds, for at most 60 s (a bound, not a timing check).
     async fn eventually<F, Fut>(&self, what: &str, mut f: F)
     where
@@ -423,19 +440,7 @@ pub async fn create_runs_and_the_agent_answers(t: Target) {
         "{}: {cid} running",
         t.name
     );
-    assert!(
-        t.probe.data_exists(&req.ship_id).await,
-        "{}: the engine shows no data of a new ship",
-        t.name
-    );
-    assert!(
-        t.driver
-            .ship_data_exists(&req.ship_id)
-            .await
-            .unwrap_or(false),
-        "{}: ship_data_exists of a new ship",
-        t.name
-    );
+    t.assert_data(&req.ship_id, true, "of a new ship").await;
     t.remove(&ship).await;
 }
 
@@ -475,19 +480,7 @@ pub async fn data_kept_across_stop_and_restore(t: Target) {
         "{}: the container is removed on stop",
         t.name
     );
-    assert!(
-        t.driver
-            .ship_data_exists(&req.ship_id)
-            .await
-            .unwrap_or(false),
-        "{}: ship_data_exists after stop",
-        t.name
-    );
-    assert!(
-        t.probe.data_exists(&req.ship_id).await,
-        "{}: data kept on stop",
-        t.name
-    );
+    t.assert_data(&req.ship_id, true, "after stop").await;
 
     let again = t.create_ready(&req).await;
     assert_ne!(
@@ -514,20 +507,7 @@ pub async fn permanent_delete_removes_the_data(t: Target) {
     let req = t.request();
     let ship = t.create_ready(&req).await;
     t.remove(&ship).await;
-    assert!(
-        !t.driver
-            .ship_data_exists(&req.ship_id)
-            .await
-            .unwrap_or(true),
-        "{}: ship_data_exists after delete",
-        t.name
-    );
-    assert!(
-        !t.probe.data_exists(&req.ship_id).await,
-        "{}: the engine still has data of {}",
-        t.name,
-        req.ship_id
-    );
+    t.assert_data(&req.ship_id, false, "after delete").await;
     assert!(
         !t.probe.container_exists(&ship.info.container_id).await,
         "{}: the engine still has the container",
@@ -729,11 +709,7 @@ pub async fn concurrent_creates_give_distinct_running_ships_without_orphans(t: T
     futures::future::join_all(ships.iter().map(|s| t.remove(s))).await;
     assert!(t.managed().await.is_empty(), "{}: containers left", t.name);
     for s in &ships {
-        assert!(
-            !t.probe.data_exists(&s.ship_id).await,
-            "{}: data left",
-            t.name
-        );
+        t.assert_data(&s.ship_id, false, "after delete").await;
     }
 }
 
@@ -794,19 +770,14 @@ pub async fn delete_of_missing_data_is_ok(t: Target) {
             .await
             .unwrap_or_else(|e| panic!("{}: delete of missing data ({round}): {e}", t.name));
     }
-    assert!(
-        !t.driver.ship_data_exists(&id).await.unwrap_or(true),
-        "{}",
-        t.name
-    );
-    assert!(!t.probe.data_exists(&id).await, "{}", t.name);
+    t.assert_data(&id, false, "never created").await;
 }
 
 /// One `#[tokio::test]` per conformance check, in a module `$name`, each on a new target built
 /// by the async expression `$target` (evaluated inside that module, which imports the caller's
 /// items with `use super::*`; the expression must use one of them):
 ///
-/// ```ignore
+/// ```text
 /// bay_core::conformance_tests!(docker_host => docker_target("docker-host"));
 /// ```
 #[macro_export]
