@@ -246,6 +246,59 @@ impl Api {
         assert_eq!(body["success"], true, "{kind}: {body}");
         body["data"].clone()
     }
+
+    /// Creates `session`'s ship (ttl 600, 0.5 CPU, 256 MB) and checks that it runs, published
+    /// on 127.0.0.1 only; returns the ship's body.
+    async fn create_small_ship(&self, session: &str) -> Value {
+        let (s, ship) = self
+            .json(
+                reqwest::Method::POST,
+                "/ship",
+                Some(session),
+                Some(json!({"ttl": 600, "spec": {"cpus": 0.5, "memory": "256m"}})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{ship}");
+        assert_eq!(ship["status"], 1, "{ship}");
+        assert!(
+            ship["ip_address"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("127.0.0.1:"),
+            "{ship}"
+        );
+        ship
+    }
+
+    /// Shell (never as root; leaves `note.txt` saying `hi`) and Python with state (`x = 20`),
+    /// as `session`.
+    async fn shell_and_python(&self, ship: &str, session: &str) {
+        let out = self
+            .exec(
+                ship,
+                session,
+                "shell/exec",
+                json!({"command": "echo hi > note.txt; cat note.txt; id -u"}),
+            )
+            .await;
+        assert_eq!(out["return_code"], 0, "{out}");
+        let stdout = out["stdout"].as_str().unwrap_or_default();
+        assert!(stdout.starts_with("hi\n"), "{out}");
+        assert_ne!(
+            stdout.lines().nth(1),
+            Some("0"),
+            "session code never runs as root: {out}"
+        );
+        let out = self
+            .exec(
+                ship,
+                session,
+                "ipython/exec",
+                json!({"code": "x = 20\nx + 22"}),
+            )
+            .await;
+        assert_eq!(out["output"]["text"], "42", "{out}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -264,24 +317,8 @@ async fn every_route_against_the_real_engine() {
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
 
     // Create: a real container, ready, reachable on 127.0.0.1 only.
-    let (s, ship) = api
-        .json(
-            M::POST,
-            "/ship",
-            Some("alice"),
-            Some(json!({"ttl": 600, "spec": {"cpus": 0.5, "memory": "256m"}})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{ship}");
+    let ship = api.create_small_ship("alice").await;
     let id = ship["id"].as_str().unwrap().to_owned();
-    assert_eq!(ship["status"], 1);
-    assert!(
-        ship["ip_address"]
-            .as_str()
-            .unwrap()
-            .starts_with("127.0.0.1:"),
-        "{ship}"
-    );
     let inspect = docker(&[
         "inspect",
         "-f",
@@ -303,30 +340,7 @@ async fn every_route_against_the_real_engine() {
     );
 
     // Exec: shell, Python with state, the file API.
-    let out = api
-        .exec(
-            &id,
-            "alice",
-            "shell/exec",
-            json!({"command": "echo hi; id -u"}),
-        )
-        .await;
-    assert_eq!(out["return_code"], 0, "{out}");
-    assert!(out["stdout"].as_str().unwrap().starts_with("hi"), "{out}");
-    assert_ne!(
-        out["stdout"].as_str().unwrap().lines().nth(1),
-        Some("0"),
-        "session code never runs as root"
-    );
-    let out = api
-        .exec(
-            &id,
-            "alice",
-            "ipython/exec",
-            json!({"code": "x = 20\nx + 22"}),
-        )
-        .await;
-    assert_eq!(out["output"]["text"], "42", "{out}");
+    api.shell_and_python(&id, "alice").await;
     let out = api
         .exec(
             &id,
