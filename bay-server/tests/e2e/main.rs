@@ -247,6 +247,33 @@ impl Api {
         body["data"].clone()
     }
 
+    /// `DELETE path`, which must answer 204.
+    async fn delete(&self, path: &str) {
+        let resp = self
+            .req(reqwest::Method::DELETE, path, None)
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT, "DELETE {path}");
+    }
+
+    /// `POST /ship/{id}/start` as `session`: 200 and running again.
+    async fn start(&self, id: &str, session: &str) {
+        let (s, started) = self
+            .json(
+                reqwest::Method::POST,
+                &format!("/ship/{id}/start"),
+                Some(session),
+                Some(json!({"ttl": 600})),
+            )
+            .await;
+        assert_eq!(
+            (s, started["status"].as_i64()),
+            (StatusCode::OK, Some(1)),
+            "{started}"
+        );
+    }
+
     /// Creates `session`'s ship (ttl 600, 0.5 CPU, 256 MB) and checks that it runs, published
     /// on 127.0.0.1 only; returns the ship's body.
     async fn create_small_ship(&self, session: &str) -> Value {
@@ -520,12 +547,7 @@ async fn every_route_against_the_real_engine() {
     );
 
     // Soft delete keeps the data; /start restores the same ship with its files.
-    let resp = api
-        .req(M::DELETE, &format!("/ship/{id}"), None)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    api.delete(&format!("/ship/{id}")).await;
     let (_, stopped) = api.json(M::GET, &format!("/ship/{id}"), None, None).await;
     assert_eq!(
         (
@@ -534,39 +556,17 @@ async fn every_route_against_the_real_engine() {
         ),
         (Some(0), true)
     );
-    let (s, started) = api
-        .json(
-            M::POST,
-            &format!("/ship/{id}/start"),
-            Some("alice"),
-            Some(json!({"ttl": 600})),
-        )
-        .await;
-    assert_eq!(
-        (s, started["status"].as_i64()),
-        (StatusCode::OK, Some(1)),
-        "{started}"
-    );
+    api.start(&id, "alice").await;
     let out = api
         .exec(&id, "alice", "fs/read_file", json!({"path": "notes/a.txt"}))
         .await;
     assert_eq!(out["content"], "hello file", "files survive the restore");
 
     // Session delete stops a ship left without sessions; permanent delete removes everything.
-    let resp = api
-        .req(M::DELETE, "/sessions/alice", None)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    api.delete("/sessions/alice").await;
     let (_, after) = api.json(M::GET, &format!("/ship/{id}"), None, None).await;
     assert_eq!(after["status"], 0);
-    let resp = api
-        .req(M::DELETE, &format!("/ship/{id}/permanent"), None)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    api.delete(&format!("/ship/{id}/permanent")).await;
     let (s, _) = api.json(M::GET, &format!("/ship/{id}"), None, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let volumes = docker(&[

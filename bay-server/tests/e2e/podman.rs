@@ -6,8 +6,6 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use reqwest::Method as M;
-use reqwest::StatusCode;
 use serde_json::json;
 
 use super::{Api, Bay, Engine};
@@ -63,22 +61,9 @@ async fn podman_host_runs_shell_and_python_in_a_ship() {
     api.shell_and_python(&id, "alice").await;
 
     // Soft delete, restore with the files, permanent delete.
-    let resp = api
-        .req(M::DELETE, &format!("/ship/{id}"), None)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    api.delete(&format!("/ship/{id}")).await;
     assert!(!podman(&["container", "exists", &cid]).status.success());
-    let (s, started) = api
-        .json(
-            M::POST,
-            &format!("/ship/{id}/start"),
-            Some("alice"),
-            Some(json!({"ttl": 600})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{started}");
+    api.start(&id, "alice").await;
     let out = api
         .exec(
             &id,
@@ -92,12 +77,7 @@ async fn podman_host_runs_shell_and_python_in_a_ship() {
         Some("hi"),
         "files survive the restore: {out}"
     );
-    let resp = api
-        .req(M::DELETE, &format!("/ship/{id}/permanent"), None)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    api.delete(&format!("/ship/{id}/permanent")).await;
     for v in bay_core::engine::volume_names(&id) {
         assert!(
             !podman(&["volume", "exists", &v]).status.success(),
