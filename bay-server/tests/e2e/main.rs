@@ -10,7 +10,6 @@ mod podman;
 
 mod isolation;
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,9 +23,7 @@ mod abandoned;
 
 const TOKEN: &str = "e2e-token";
 
-fn image() -> String {
-    std::env::var("BAY_SHIP_IMAGE").unwrap_or_else(|_| "ship:latest".to_owned())
-}
+use bay_test_support::{health_ok, ship_image as image};
 
 fn docker(args: &[&str]) -> std::process::Output {
     Command::new("docker")
@@ -43,6 +40,14 @@ enum Engine {
 }
 
 impl Engine {
+    /// Its command-line tool.
+    fn cli(self) -> &'static str {
+        match self {
+            Self::Docker => "docker",
+            Self::Podman => "podman",
+        }
+    }
+
     fn run(self, args: &[&str]) -> std::process::Output {
         match self {
             Self::Docker => docker(args),
@@ -74,10 +79,7 @@ impl Bay {
             "the ship image {image} is missing from {engine:?}: the README's test command \
              (`cargo xtask test`) builds and loads it"
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = bay_test_support::free_port();
         let dir = tempfile::tempdir().expect("tempdir");
         let network = format!("bay-{name}-{}", std::process::id());
         let mut command = Command::new(env!("CARGO_BIN_EXE_bay-server"));
@@ -135,52 +137,8 @@ impl Drop for Bay {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let engine = self.engine;
-        let ids = engine.run(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("network={}", self.network),
-        ]);
-        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-            let ship = engine.run(&[
-                "inspect",
-                "-f",
-                &format!(
-                    "{{{{index .Config.Labels \"{}\"}}}}",
-                    bay_core::engine::LABEL_SHIP_ID
-                ),
-                id,
-            ]);
-            let ship = String::from_utf8_lossy(&ship.stdout).trim().to_owned();
-            let _ = engine.run(&["rm", "-f", "-v", id]);
-            if !ship.is_empty() {
-                let [home, metadata] = bay_core::engine::volume_names(&ship);
-                let _ = engine.run(&["volume", "rm", "-f", &home, &metadata]);
-            }
-        }
-        let _ = engine.run(&["network", "rm", &self.network]);
+        bay_test_support::remove_network_and_ships(self.engine.cli(), &self.network);
     }
-}
-
-/// A blocking `GET /health` probe, so `Bay::start` needs no runtime.
-fn health_ok(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(
-        stream,
-        "GET /health HTTP/1.1\r\nHost: bay\r\nConnection: close\r\n\r\n"
-    )
-    .is_err()
-    {
-        return false;
-    }
-    let mut buf = String::new();
-    let _ = stream.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.1 200")
 }
 
 struct Api {
