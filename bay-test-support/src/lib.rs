@@ -7,8 +7,8 @@
 //! assert!(!bay_test_support::health_ok(port), "nobody listens on a port just freed");
 //! ```
 
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The ship image the tests run: `BAY_SHIP_IMAGE`, default `ship:latest`.
 pub fn ship_image() -> String {
@@ -41,6 +41,35 @@ pub fn health_ok(port: u16) -> bool {
     let mut buf = String::new();
     let _ = stream.read_to_string(&mut buf);
     buf.starts_with("HTTP/1.1 200")
+}
+
+/// Waits until `127.0.0.1:port` answers `/health` with 200; panics after 60 s.
+pub fn wait_healthy(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !health_ok(port) {
+        assert!(
+            Instant::now() < deadline,
+            "bay-server did not answer /health on port {port} within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Stops a server process as an operator would (SIGTERM), then SIGKILL if it has not exited
+/// after 15 s; reaps it.
+pub fn terminate(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Runs an engine's CLI (`docker` or `podman`, which take the same arguments here).

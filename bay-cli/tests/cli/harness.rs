@@ -8,11 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "cli-test-token";
 
-use bay_test_support::{health_ok, ship_image as image};
+use bay_test_support::ship_image as image;
 
 fn docker(args: &[&str]) -> Output {
     Command::new("docker")
@@ -110,31 +109,13 @@ impl Env {
             child,
             url: format!("http://127.0.0.1:{port}"),
         });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !health_ok(port) {
-            assert!(
-                Instant::now() < deadline,
-                "bay-server did not answer /health within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        bay_test_support::wait_healthy(port);
     }
 
     /// Stops the server (SIGTERM, as an operator would), keeping its ships.
     pub fn stop_server(&mut self) {
         if let Some(mut s) = self.server.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &s.child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if matches!(s.child.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = s.child.kill();
-            let _ = s.child.wait();
+            bay_test_support::terminate(&mut s.child);
         }
     }
 

@@ -11,7 +11,7 @@ mod podman;
 mod isolation;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use reqwest::StatusCode;
@@ -23,7 +23,7 @@ mod abandoned;
 
 const TOKEN: &str = "e2e-token";
 
-use bay_test_support::{health_ok, ship_image as image};
+use bay_test_support::ship_image as image;
 
 fn docker(args: &[&str]) -> std::process::Output {
     Command::new("docker")
@@ -110,14 +110,7 @@ impl Bay {
             engine,
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !health_ok(port) {
-            assert!(
-                Instant::now() < deadline,
-                "bay-server did not answer /health within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        bay_test_support::wait_healthy(port);
         bay
     }
 }
@@ -125,18 +118,7 @@ impl Bay {
 impl Drop for Bay {
     fn drop(&mut self) {
         // Graceful stop (SIGTERM), then remove every ship container and volume this Bay made.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        bay_test_support::terminate(&mut self.child);
         bay_test_support::remove_network_and_ships(self.engine.cli(), &self.network);
     }
 }
