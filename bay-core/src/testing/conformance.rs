@@ -37,6 +37,12 @@
 //! 3. one line per configuration: `bay_core::conformance_tests!(docker_host => docker("docker-host"));`
 //!    (the constructor is called in a module inside the caller's, which sees the caller's items).
 //!
+//! For Kubernetes, for example: `container_exists` is "the Pod exists", `data_exists` "the
+//! ship's PVC exists", `hardening` reads the Pod spec's limits and labels and `/proc/1/status`
+//! through `kubectl exec`, `exit` kills the agent (`kubectl exec <pod> -- kill 1`, with a
+//! restart policy of `Never` the Pod stays, not running), and `unavailable` is the driver
+//! configured with an API server address nobody answers on.
+//!
 //! Driver-specific behaviour (networks, host directories, an engine's odd status codes, crash
 //! recovery) stays in the driver's own tests.
 //!
