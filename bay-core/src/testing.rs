@@ -28,6 +28,8 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 
+pub mod conformance;
+
 use crate::config::Config;
 use crate::driver::{
     ContainerDriver, ContainerInfo, DriverError, DriverResult, ManagedContainer,
@@ -121,6 +123,7 @@ struct FakeContainer {
     ship_id: String,
     running: bool,
     token: String,
+    spec: crate::model::EffectiveSpec,
 }
 
 #[derive(Debug, Default)]
@@ -264,6 +267,14 @@ impl FakeDriver {
             .map(|c| c.token.clone())
     }
 
+    /// The resources a container was created with.
+    pub fn spec_of(&self, container_id: &str) -> Option<crate::model::EffectiveSpec> {
+        self.state()
+            .containers
+            .get(container_id)
+            .map(|c| c.spec.clone())
+    }
+
     /// Simulates a crash: the container disappears.
     pub fn vanish(&self, container_id: &str) {
         self.state().containers.remove(container_id);
@@ -287,6 +298,7 @@ impl FakeDriver {
                 ship_id: ship_id.to_owned(),
                 running: true,
                 token: String::new(),
+                spec: crate::model::EffectiveSpec::default(),
             },
         );
         s.peak_live = s.peak_live.max(s.containers.len());
@@ -386,6 +398,7 @@ impl ContainerDriver for FakeDriver {
                     ship_id: req.ship_id.clone(),
                     running: true,
                     token: req.auth_token.clone(),
+                    spec: req.spec.clone(),
                 },
             );
             s.data.insert(req.ship_id.clone());

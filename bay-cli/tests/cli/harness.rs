@@ -1,20 +1,17 @@
 //! An environment for the `bay` binary: a temporary directory with the database, a Docker
 //! network of its own, the `docker-host` driver and the real ship image (`BAY_SHIP_IMAGE`,
 //! default `ship:latest`); optionally the real `bay-server` binary serving that database.
-//! Every container, volume and network it made is removed on drop, even on failure (the same
-//! clean-up as bay-server's e2e harness: containers found by network, volumes by ship label).
+//! Every container, volume and network it made is removed on drop, even on failure
+//! (`bay-test-support`, shared with bay-server's e2e harness: containers found by network,
+//! volumes by ship label).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "cli-test-token";
 
-fn image() -> String {
-    std::env::var("BAY_SHIP_IMAGE").unwrap_or_else(|_| "ship:latest".to_owned())
-}
+use bay_test_support::ship_image as image;
 
 fn docker(args: &[&str]) -> Output {
     Command::new("docker")
@@ -97,10 +94,7 @@ impl Env {
 
     /// Starts `bay-server` on this environment's database and waits for `/health`.
     pub fn start_server(&mut self) {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = bay_test_support::free_port();
         let mut c = Command::new(server_binary());
         self.configure(&mut c);
         let child = c
@@ -115,31 +109,13 @@ impl Env {
             child,
             url: format!("http://127.0.0.1:{port}"),
         });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !health_ok(port) {
-            assert!(
-                Instant::now() < deadline,
-                "bay-server did not answer /health within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        bay_test_support::wait_healthy(port);
     }
 
     /// Stops the server (SIGTERM, as an operator would), keeping its ships.
     pub fn stop_server(&mut self) {
         if let Some(mut s) = self.server.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &s.child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if matches!(s.child.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = s.child.kill();
-            let _ = s.child.wait();
+            bay_test_support::terminate(&mut s.child);
         }
     }
 
@@ -167,55 +143,13 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         self.stop_server();
-        let ids = docker(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("network={}", self.network),
-        ]);
-        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-            let ship = docker(&[
-                "inspect",
-                "-f",
-                &format!(
-                    "{{{{index .Config.Labels \"{}\"}}}}",
-                    bay_core::engine::LABEL_SHIP_ID
-                ),
-                id,
-            ]);
-            let ship = String::from_utf8_lossy(&ship.stdout).trim().to_owned();
-            let _ = docker(&["rm", "-f", "-v", id]);
-            if !ship.is_empty() {
-                remove_volumes(&ship);
-            }
-        }
-        let _ = docker(&["network", "rm", &self.network]);
+        bay_test_support::remove_network_and_ships("docker", &self.network);
     }
 }
 
 /// Removes the volumes of a ship (also of ships whose container is already gone).
 pub fn remove_volumes(ship: &str) {
-    let [home, metadata] = bay_core::engine::volume_names(ship);
-    let _ = docker(&["volume", "rm", "-f", &home, &metadata]);
-}
-
-fn health_ok(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(
-        stream,
-        "GET /health HTTP/1.1\r\nHost: bay\r\nConnection: close\r\n\r\n"
-    )
-    .is_err()
-    {
-        return false;
-    }
-    let mut buf = String::new();
-    let _ = stream.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.1 200")
+    bay_test_support::remove_ship_volumes("docker", ship);
 }
 
 /// What a `bay` run did.

@@ -164,28 +164,6 @@ impl Bay {
             .await
             .expect("container exists")
     }
-
-    /// Whether a container exists (any state).
-    pub async fn container_exists(&self, container: &str) -> bool {
-        match self.docker().await.inspect_container(container, None).await {
-            Ok(_) => true,
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => false,
-            Err(e) => panic!("inspect {container}: {e}"),
-        }
-    }
-
-    /// Whether a volume exists.
-    pub async fn volume_exists(&self, name: &str) -> bool {
-        match self.docker().await.inspect_volume(name).await {
-            Ok(_) => true,
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => false,
-            Err(e) => panic!("inspect volume {name}: {e}"),
-        }
-    }
 }
 
 fn init_tracing() {

@@ -10,9 +10,8 @@ mod podman;
 
 mod isolation;
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use reqwest::StatusCode;
@@ -24,9 +23,7 @@ mod abandoned;
 
 const TOKEN: &str = "e2e-token";
 
-fn image() -> String {
-    std::env::var("BAY_SHIP_IMAGE").unwrap_or_else(|_| "ship:latest".to_owned())
-}
+use bay_test_support::ship_image as image;
 
 fn docker(args: &[&str]) -> std::process::Output {
     Command::new("docker")
@@ -43,6 +40,14 @@ enum Engine {
 }
 
 impl Engine {
+    /// Its command-line tool.
+    fn cli(self) -> &'static str {
+        match self {
+            Self::Docker => "docker",
+            Self::Podman => "podman",
+        }
+    }
+
     fn run(self, args: &[&str]) -> std::process::Output {
         match self {
             Self::Docker => docker(args),
@@ -74,10 +79,7 @@ impl Bay {
             "the ship image {image} is missing from {engine:?}: the README's test command \
              (`cargo xtask test`) builds and loads it"
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = bay_test_support::free_port();
         let dir = tempfile::tempdir().expect("tempdir");
         let network = format!("bay-{name}-{}", std::process::id());
         let mut command = Command::new(env!("CARGO_BIN_EXE_bay-server"));
@@ -108,14 +110,7 @@ impl Bay {
             engine,
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !health_ok(port) {
-            assert!(
-                Instant::now() < deadline,
-                "bay-server did not answer /health within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        bay_test_support::wait_healthy(port);
         bay
     }
 }
@@ -123,64 +118,9 @@ impl Bay {
 impl Drop for Bay {
     fn drop(&mut self) {
         // Graceful stop (SIGTERM), then remove every ship container and volume this Bay made.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let engine = self.engine;
-        let ids = engine.run(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("network={}", self.network),
-        ]);
-        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-            let ship = engine.run(&[
-                "inspect",
-                "-f",
-                &format!(
-                    "{{{{index .Config.Labels \"{}\"}}}}",
-                    bay_core::engine::LABEL_SHIP_ID
-                ),
-                id,
-            ]);
-            let ship = String::from_utf8_lossy(&ship.stdout).trim().to_owned();
-            let _ = engine.run(&["rm", "-f", "-v", id]);
-            if !ship.is_empty() {
-                let [home, metadata] = bay_core::engine::volume_names(&ship);
-                let _ = engine.run(&["volume", "rm", "-f", &home, &metadata]);
-            }
-        }
-        let _ = engine.run(&["network", "rm", &self.network]);
+        bay_test_support::terminate(&mut self.child);
+        bay_test_support::remove_network_and_ships(self.engine.cli(), &self.network);
     }
-}
-
-/// A blocking `GET /health` probe, so `Bay::start` needs no runtime.
-fn health_ok(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(
-        stream,
-        "GET /health HTTP/1.1\r\nHost: bay\r\nConnection: close\r\n\r\n"
-    )
-    .is_err()
-    {
-        return false;
-    }
-    let mut buf = String::new();
-    let _ = stream.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.1 200")
 }
 
 struct Api {
@@ -246,6 +186,86 @@ impl Api {
         assert_eq!(body["success"], true, "{kind}: {body}");
         body["data"].clone()
     }
+
+    /// `DELETE path`, which must answer 204.
+    async fn delete(&self, path: &str) {
+        let resp = self
+            .req(reqwest::Method::DELETE, path, None)
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT, "DELETE {path}");
+    }
+
+    /// `POST /ship/{id}/start` as `session`: 200 and running again.
+    async fn start(&self, id: &str, session: &str) {
+        let (s, started) = self
+            .json(
+                reqwest::Method::POST,
+                &format!("/ship/{id}/start"),
+                Some(session),
+                Some(json!({"ttl": 600})),
+            )
+            .await;
+        assert_eq!(
+            (s, started["status"].as_i64()),
+            (StatusCode::OK, Some(1)),
+            "{started}"
+        );
+    }
+
+    /// Creates `session`'s ship (ttl 600, 0.5 CPU, 256 MB) and checks that it runs, published
+    /// on 127.0.0.1 only; returns the ship's body.
+    async fn create_small_ship(&self, session: &str) -> Value {
+        let (s, ship) = self
+            .json(
+                reqwest::Method::POST,
+                "/ship",
+                Some(session),
+                Some(json!({"ttl": 600, "spec": {"cpus": 0.5, "memory": "256m"}})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{ship}");
+        assert_eq!(ship["status"], 1, "{ship}");
+        assert!(
+            ship["ip_address"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("127.0.0.1:"),
+            "{ship}"
+        );
+        ship
+    }
+
+    /// Shell (never as root; leaves `note.txt` saying `hi`) and Python with state (`x = 20`),
+    /// as `session`.
+    async fn shell_and_python(&self, ship: &str, session: &str) {
+        let out = self
+            .exec(
+                ship,
+                session,
+                "shell/exec",
+                json!({"command": "echo hi > note.txt; cat note.txt; id -u"}),
+            )
+            .await;
+        assert_eq!(out["return_code"], 0, "{out}");
+        let stdout = out["stdout"].as_str().unwrap_or_default();
+        assert!(stdout.starts_with("hi\n"), "{out}");
+        assert_ne!(
+            stdout.lines().nth(1),
+            Some("0"),
+            "session code never runs as root: {out}"
+        );
+        let out = self
+            .exec(
+                ship,
+                session,
+                "ipython/exec",
+                json!({"code": "x = 20\nx + 22"}),
+            )
+            .await;
+        assert_eq!(out["output"]["text"], "42", "{out}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -264,24 +284,8 @@ async fn every_route_against_the_real_engine() {
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
 
     // Create: a real container, ready, reachable on 127.0.0.1 only.
-    let (s, ship) = api
-        .json(
-            M::POST,
-            "/ship",
-            Some("alice"),
-            Some(json!({"ttl": 600, "spec": {"cpus": 0.5, "memory": "256m"}})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{ship}");
+    let ship = api.create_small_ship("alice").await;
     let id = ship["id"].as_str().unwrap().to_owned();
-    assert_eq!(ship["status"], 1);
-    assert!(
-        ship["ip_address"]
-            .as_str()
-            .unwrap()
-            .starts_with("127.0.0.1:"),
-        "{ship}"
-    );
     let inspect = docker(&[
         "inspect",
         "-f",
@@ -303,30 +307,7 @@ async fn every_route_against_the_real_engine() {
     );
 
     // Exec: shell, Python with state, the file API.
-    let out = api
-        .exec(
-            &id,
-            "alice",
-            "shell/exec",
-            json!({"command": "echo hi; id -u"}),
-        )
-        .await;
-    assert_eq!(out["return_code"], 0, "{out}");
-    assert!(out["stdout"].as_str().unwrap().starts_with("hi"), "{out}");
-    assert_ne!(
-        out["stdout"].as_str().unwrap().lines().nth(1),
-        Some("0"),
-        "session code never runs as root"
-    );
-    let out = api
-        .exec(
-            &id,
-            "alice",
-            "ipython/exec",
-            json!({"code": "x = 20\nx + 22"}),
-        )
-        .await;
-    assert_eq!(out["output"]["text"], "42", "{out}");
+    api.shell_and_python(&id, "alice").await;
     let out = api
         .exec(
             &id,
@@ -506,12 +487,7 @@ async fn every_route_against_the_real_engine() {
     );
 
     // Soft delete keeps the data; /start restores the same ship with its files.
-    let resp = api
-        .req(M::DELETE, &format!("/ship/{id}"), None)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    api.delete(&format!("/ship/{id}")).await;
     let (_, stopped) = api.json(M::GET, &format!("/ship/{id}"), None, None).await;
     assert_eq!(
         (
@@ -520,39 +496,17 @@ async fn every_route_against_the_real_engine() {
         ),
         (Some(0), true)
     );
-    let (s, started) = api
-        .json(
-            M::POST,
-            &format!("/ship/{id}/start"),
-            Some("alice"),
-            Some(json!({"ttl": 600})),
-        )
-        .await;
-    assert_eq!(
-        (s, started["status"].as_i64()),
-        (StatusCode::OK, Some(1)),
-        "{started}"
-    );
+    api.start(&id, "alice").await;
     let out = api
         .exec(&id, "alice", "fs/read_file", json!({"path": "notes/a.txt"}))
         .await;
     assert_eq!(out["content"], "hello file", "files survive the restore");
 
     // Session delete stops a ship left without sessions; permanent delete removes everything.
-    let resp = api
-        .req(M::DELETE, "/sessions/alice", None)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    api.delete("/sessions/alice").await;
     let (_, after) = api.json(M::GET, &format!("/ship/{id}"), None, None).await;
     assert_eq!(after["status"], 0);
-    let resp = api
-        .req(M::DELETE, &format!("/ship/{id}/permanent"), None)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    api.delete(&format!("/ship/{id}/permanent")).await;
     let (s, _) = api.json(M::GET, &format!("/ship/{id}"), None, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let volumes = docker(&[

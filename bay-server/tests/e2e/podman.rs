@@ -6,8 +6,6 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use reqwest::Method as M;
-use reqwest::StatusCode;
 use serde_json::json;
 
 use super::{Api, Bay, Engine};
@@ -52,69 +50,20 @@ async fn podman_host_runs_shell_and_python_in_a_ship() {
     let bay = start_podman_bay();
     let api = Api::new(&bay.url);
 
-    let (s, ship) = api
-        .json(
-            M::POST,
-            "/ship",
-            Some("alice"),
-            Some(json!({"ttl": 600, "spec": {"cpus": 0.5, "memory": "256m"}})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{ship}");
+    let ship = api.create_small_ship("alice").await;
     let id = ship["id"].as_str().unwrap().to_owned();
-    assert_eq!(ship["status"], 1);
-    assert!(
-        ship["ip_address"]
-            .as_str()
-            .unwrap()
-            .starts_with("127.0.0.1:"),
-        "{ship}"
-    );
     let cid = ship["container_id"].as_str().unwrap().to_owned();
     assert!(
         podman(&["container", "exists", &cid]).status.success(),
         "the ship runs in podman, not docker"
     );
 
-    let out = api
-        .exec(
-            &id,
-            "alice",
-            "shell/exec",
-            json!({"command": "echo hi > note.txt; cat note.txt; id -u"}),
-        )
-        .await;
-    assert_eq!(out["return_code"], 0, "{out}");
-    let stdout = out["stdout"].as_str().unwrap();
-    assert!(stdout.starts_with("hi\n"), "{out}");
-    assert_ne!(stdout.lines().nth(1), Some("0"), "never root: {out}");
-    let out = api
-        .exec(
-            &id,
-            "alice",
-            "ipython/exec",
-            json!({"code": "x = 20\nx + 22"}),
-        )
-        .await;
-    assert_eq!(out["output"]["text"], "42", "{out}");
+    api.shell_and_python(&id, "alice").await;
 
     // Soft delete, restore with the files, permanent delete.
-    let resp = api
-        .req(M::DELETE, &format!("/ship/{id}"), None)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    api.delete(&format!("/ship/{id}")).await;
     assert!(!podman(&["container", "exists", &cid]).status.success());
-    let (s, started) = api
-        .json(
-            M::POST,
-            &format!("/ship/{id}/start"),
-            Some("alice"),
-            Some(json!({"ttl": 600})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{started}");
+    api.start(&id, "alice").await;
     let out = api
         .exec(
             &id,
@@ -128,12 +77,7 @@ async fn podman_host_runs_shell_and_python_in_a_ship() {
         Some("hi"),
         "files survive the restore: {out}"
     );
-    let resp = api
-        .req(M::DELETE, &format!("/ship/{id}/permanent"), None)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    api.delete(&format!("/ship/{id}/permanent")).await;
     for v in bay_core::engine::volume_names(&id) {
         assert!(
             !podman(&["volume", "exists", &v]).status.success(),
