@@ -11,10 +11,19 @@
 # a normally started interpreter of that user is (environment, user site, caches) and goes on
 # like a normal start. No user code runs before the drop.
 _SPARE_HOME = globals().get("_SHIP_SPARE_HOME")
+_START_FDS = set()
 if _SPARE_HOME:
+    import os
     import sys
     # No bytecode files written as root into system directories.
     sys.dont_write_bytecode = True
+    # What exec handed over (what a normal start gets too); anything opened later is refused.
+    for _fd in os.listdir("/proc/self/fd"):
+        try:
+            os.fstat(int(_fd))
+            _START_FDS.add(int(_fd))
+        except OSError:
+            pass
 
 import ast
 import base64
@@ -470,7 +479,7 @@ def _check_identity(uid, gid):
 def _check_descriptors():
     """Only the descriptors of a normal start are open, and every mapped file is one the user
     can read: nothing opened as root stays reachable."""
-    allowed = {0, 1, 2, 3, _EVT_FD, _r}
+    allowed = _START_FDS | {0, 1, 2, 3, _EVT_FD, _r}
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         if fd in allowed:
