@@ -297,7 +297,7 @@ enum SpareState {
     #[default]
     Idle,
     Starting,
-    Ready(Kernel),
+    Ready(Box<Kernel>),
 }
 
 impl Default for Spare {
@@ -316,7 +316,7 @@ impl Drop for StartEnd<'_> {
     fn drop(&mut self) {
         let mut s = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
         *s = match self.1.take() {
-            Some(k) => SpareState::Ready(k),
+            Some(k) => SpareState::Ready(Box::new(k)),
             None => SpareState::Idle,
         };
         drop(s);
@@ -362,7 +362,7 @@ impl Spare {
             {
                 let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
                 match std::mem::take(&mut *state) {
-                    SpareState::Ready(k) => return Some(k),
+                    SpareState::Ready(k) => return Some(*k),
                     SpareState::Idle => return None,
                     SpareState::Starting => *state = SpareState::Starting,
                 }
@@ -907,6 +907,47 @@ pub async fn list_kernels(State(st): State<St>, headers: HeaderMap) -> ApiResult
         Err(_) => Vec::new(),
     };
     Ok(ok(json!({ "kernels": kernels })))
+}
+
+#[cfg(test)]
+mod spare_tests {
+    use super::check_status;
+
+    const GOOD: &str = "Name:\tpython3\nUmask:\t0077\nUid:\t10001\t10001\t10001\t10001\n\
+Gid:\t10001\t10001\t10001\t10001\nGroups:\t\nCapInh:\t0000000000000000\n\
+CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapAmb:\t0000000000000000\n";
+
+    #[test]
+    fn only_a_complete_drop_passes_the_identity_check() {
+        assert_eq!(check_status(GOOD, 10001, 10001), Ok(()));
+        // Another user's identity, a saved or file-system uid left at root, a group kept,
+        // capabilities kept, another umask, a missing field: all refused.
+        assert!(check_status(GOOD, 10002, 10002).is_err());
+        let bad = [
+            GOOD.replace(
+                "Uid:\t10001\t10001\t10001\t10001",
+                "Uid:\t10001\t10001\t0\t10001",
+            ),
+            GOOD.replace(
+                "Uid:\t10001\t10001\t10001\t10001",
+                "Uid:\t10001\t10001\t10001\t0",
+            ),
+            GOOD.replace(
+                "Gid:\t10001\t10001\t10001\t10001",
+                "Gid:\t0\t10001\t10001\t10001",
+            ),
+            GOOD.replace("Groups:\t", "Groups:\t0"),
+            GOOD.replace("CapEff:\t0000000000000000", "CapEff:\t00000000000000c0"),
+            GOOD.replace("CapPrm:\t0000000000000000", "CapPrm:\t000001ffffffffff"),
+            GOOD.replace("CapAmb:\t0000000000000000", "CapAmb:\t0000000000000080"),
+            GOOD.replace("Umask:\t0077", "Umask:\t0022"),
+            GOOD.replace("Groups:\t\n", ""),
+            GOOD.replace("Uid:\t10001\t10001\t10001\t10001\n", ""),
+        ];
+        for status in bad {
+            assert!(check_status(&status, 10001, 10001).is_err(), "{status}");
+        }
+    }
 }
 
 #[cfg(test)]
