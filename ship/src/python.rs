@@ -402,6 +402,17 @@ async fn adopt(st: &St, mut kernel: Kernel, user: &User) -> Result<Kernel, Strin
                 if ev["t"] != "ready" {
                     return Err(format!("the spare refused: {}", ev["error"]));
                 }
+                // `/proc/<pid>/cwd` of another user's process needs CAP_SYS_PTRACE, which a
+                // container's root lacks: the driver reports the directory it entered.
+                let want = std::fs::canonicalize(&user.workspace)
+                    .map_err(|e| format!("cannot resolve {}: {e}", user.workspace.display()))?;
+                if ev["cwd"].as_str() != want.to_str() {
+                    return Err(format!(
+                        "working directory {} instead of {}",
+                        ev["cwd"],
+                        want.display()
+                    ));
+                }
             }
             Ok(_) => return Err("the spare exited during its adoption".into()),
             Err(_) => return Err("the spare did not answer within 60 seconds".into()),
@@ -423,8 +434,9 @@ async fn adopt(st: &St, mut kernel: Kernel, user: &User) -> Result<Kernel, Strin
 
 /// Checks from outside that the process `pid` is what [`sys::user_command`] makes of a child:
 /// every thread with the user's uid and gid (real, effective, saved, file system), no
-/// supplementary groups, no capabilities, umask 077; `oom_score_adj` 800; working directory
-/// the workspace; a session and process group of its own (the kill unit).
+/// supplementary groups, no capabilities, umask 077; `oom_score_adj` 800; a session and process
+/// group of its own (the kill unit). Only files any user may read are used (`status`, `stat`,
+/// `oom_score_adj`): a container's root has no CAP_SYS_PTRACE.
 fn verify_identity(pid: i32, user: &User) -> Result<(), String> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
         .map_err(|e| format!("cannot list the threads of {pid}: {e}"))?;
@@ -438,17 +450,6 @@ fn verify_identity(pid: i32, user: &User) -> Result<(), String> {
     }
     if threads == 0 {
         return Err(format!("process {pid} has no threads"));
-    }
-    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
-        .map_err(|e| format!("cannot read the working directory of {pid}: {e}"))?;
-    let want = std::fs::canonicalize(&user.workspace)
-        .map_err(|e| format!("cannot resolve {}: {e}", user.workspace.display()))?;
-    if cwd != want {
-        return Err(format!(
-            "working directory {} instead of {}",
-            cwd.display(),
-            want.display()
-        ));
     }
     let oom = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap_or_default();
     if oom.trim() != "800" {
