@@ -136,6 +136,14 @@ async fn adopted_spare_is_exactly_a_normal_interpreter_of_the_session() {
         .await;
     let private = v["stdout"].as_str().unwrap().trim().to_owned();
     assert_eq!(spares(&a), vec![spare]);
+    // The root spare is out of every session's reach: no signals, environment or descriptors.
+    let probe =
+        format!("kill -0 {spare}; cat /proc/{spare}/environ; ls /proc/{spare}/fd; echo done");
+    let v = a.sh("spare-other", &probe).await;
+    let (out, err) = (v["stdout"].as_str().unwrap(), v["stderr"].as_str().unwrap());
+    assert_eq!(out.trim(), "done", "{v}");
+    assert_eq!(err.matches("not permitted").count(), 1, "{v}");
+    assert_eq!(err.matches("Permission denied").count(), 2, "{v}");
 
     // A session with a user site holding a .pth file: both starts must put it (and the .pth's
     // directory) on sys.path the same way.
@@ -185,6 +193,13 @@ async fn adopted_spare_is_exactly_a_normal_interpreter_of_the_session() {
             .expect("user site on sys.path");
         assert_eq!(path[at + 1], format!("{home}/extra"), "{path:?}");
     }
+
+    // Adopted, it is the session's: still out of the other session's reach.
+    let v = a.sh("spare-other", &probe).await;
+    let (out, err) = (v["stdout"].as_str().unwrap(), v["stderr"].as_str().unwrap());
+    assert_eq!(out.trim(), "done", "{v}");
+    assert_eq!(err.matches("not permitted").count(), 1, "{v}");
+    assert_eq!(err.matches("Permission denied").count(), 2, "{v}");
 
     // Another session's 0700 home and 0600 file stay closed; state persists.
     let v = a
