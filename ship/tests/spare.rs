@@ -327,3 +327,67 @@ async fn a_dead_spare_falls_back_to_a_normal_start() {
     let id = a.sh("spare-dead", "id -u").await;
     assert_eq!(uid, id["stdout"].as_str().unwrap().trim());
 }
+
+/// Runs `driver.py` in spare mode directly (a small Python harness plays the agent) and sends
+/// adoption requests that cannot be carried out completely: the driver must answer
+/// `adopt_failed` and exit, and never read the cell sent after the request.
+#[test]
+fn the_driver_fails_closed_when_the_drop_is_incomplete() {
+    if !common::is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let harness = r#"
+import json, os, shutil, subprocess, sys
+src = '_SHIP_SPARE_HOME = "/proc/ship-spare/home"\n' + open(sys.argv[1]).read()
+boot = ("import sys;f=open(3,'rb',buffering=0,closefd=False);n=int(f.readline());src=b''\n"
+        "while len(src)<n:\n b=f.read(n-len(src))\n if not b:sys.exit(1)\n src+=b\n"
+        "del f,n\nexec(compile(src,'<ship-driver>','exec'))")
+marker = '/tmp/ship-spare-test-%d' % os.getpid()
+# The interpreter the agent runs by default (the harness's own may be private to root).
+python = shutil.which('python3', path='/usr/local/bin:/usr/bin:/bin')
+def attempt(req, user=None):
+    cr, cw = os.pipe(); er, ew = os.pipe()
+    def setup():
+        a, b = os.dup(cr), os.dup(ew)  # above 4: no target clobbers a source
+        os.dup2(a, 3); os.dup2(b, 4); os.setsid()
+    p = subprocess.Popen([python, '-u', '-c', boot], preexec_fn=setup, close_fds=False,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, cwd='/', user=user,
+                         env={'HOME': '/proc/ship-spare/home', 'PATH': '/usr/bin:/bin'})
+    os.close(cr); os.close(ew)
+    w = os.fdopen(cw, 'wb', buffering=0); r = os.fdopen(er, 'rb')
+    data = src.encode()
+    w.write(b'%d\n' % len(data) + data)
+    assert json.loads(r.readline())['t'] == 'spare'
+    w.write((json.dumps({'adopt': req}) + '\n').encode())
+    try:
+        w.write((json.dumps({'code': 'open(%r, "w").write("ran")' % marker}) + '\n').encode())
+    except BrokenPipeError:
+        pass
+    ev = json.loads(r.readline() or 'null')
+    rc = p.wait(30)
+    return ev, rc
+env = {'HOME': '/tmp', 'PATH': '/usr/bin:/bin'}
+ok = {'uid': 4242420, 'gid': 4242420, 'cwd': '/', 'env': env}
+for req, user in [(dict(ok, uid=0), None), (dict(ok, gid=0), None),
+                  (dict(ok, cwd='/proc/ship-spare/home'), None), (ok, 65534)]:
+    ev, rc = attempt(req, user)
+    print(json.dumps([ev and ev.get('t'), rc, os.path.exists(marker)]))
+"#;
+    let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/src/driver.py");
+    let out = std::process::Command::new("python3")
+        .args(["-c", harness, driver])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    // uid 0, gid 0, a directory the user cannot enter, a spare that is not root (setgroups
+    // refused): each refused, the process gone, the cell never run.
+    assert_eq!(lines, vec![r#"["adopt_failed", 1, false]"#; 4], "{stdout}");
+}
