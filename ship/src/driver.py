@@ -612,6 +612,8 @@ def main():
         engine = _PlainEngine()
         kind = "python"
     builtins.input = _no_input
+    if _SPARE_HOME:
+        _sync()  # output of the adoption (user site hooks) goes out before "ready"
     _send({"t": "ready", "engine": kind, "cwd": os.getcwd()})
     for line in _CMD:
         try:

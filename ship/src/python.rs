@@ -396,26 +396,34 @@ async fn adopt(st: &St, mut kernel: Kernel, user: &User) -> Result<Kernel, Strin
             .write_all(req.as_bytes())
             .await
             .map_err(|e| format!("cannot send the adoption request: {e}"))?;
-        match tokio::time::timeout(START_TIMEOUT, kernel.events.next()).await {
-            Ok(Ok(Some(Event::Line(line)))) => {
-                let ev: Value = serde_json::from_str(&line).unwrap_or_default();
-                if ev["t"] != "ready" {
-                    return Err(format!("the spare refused: {}", ev["error"]));
+        let deadline = Instant::now() + START_TIMEOUT;
+        let ready = loop {
+            match tokio::time::timeout_at(deadline, kernel.events.next()).await {
+                Ok(Ok(Some(Event::Line(line)))) => {
+                    let ev: Value = serde_json::from_str(&line).unwrap_or_default();
+                    match ev["t"].as_str() {
+                        // Printed by the user's site hooks while adopting, as the user: a
+                        // normal start discards that output too (it runs before the driver).
+                        Some("stream" | "display") => {}
+                        Some("ready") => break ev,
+                        _ => return Err(format!("the spare refused: {}", ev["error"])),
+                    }
                 }
-                // `/proc/<pid>/cwd` of another user's process needs CAP_SYS_PTRACE, which a
-                // container's root lacks: the driver reports the directory it entered.
-                let want = std::fs::canonicalize(&user.workspace)
-                    .map_err(|e| format!("cannot resolve {}: {e}", user.workspace.display()))?;
-                if ev["cwd"].as_str() != want.to_str() {
-                    return Err(format!(
-                        "working directory {} instead of {}",
-                        ev["cwd"],
-                        want.display()
-                    ));
-                }
+                Ok(Ok(Some(Event::Oversized(..)))) => {}
+                Ok(_) => return Err("the spare exited during its adoption".into()),
+                Err(_) => return Err("the spare did not answer within 60 seconds".into()),
             }
-            Ok(_) => return Err("the spare exited during its adoption".into()),
-            Err(_) => return Err("the spare did not answer within 60 seconds".into()),
+        };
+        // `/proc/<pid>/cwd` of another user's process needs CAP_SYS_PTRACE, which a container's
+        // root lacks: the driver reports the directory it entered.
+        let want = std::fs::canonicalize(&user.workspace)
+            .map_err(|e| format!("cannot resolve {}: {e}", user.workspace.display()))?;
+        if ready["cwd"].as_str() != want.to_str() {
+            return Err(format!(
+                "working directory {} instead of {}",
+                ready["cwd"],
+                want.display()
+            ));
         }
         let (pid, u) = (kernel.pid, user.clone());
         tokio::task::spawn_blocking(move || verify_identity(pid, &u))

@@ -146,12 +146,13 @@ async fn adopted_spare_is_exactly_a_normal_interpreter_of_the_session() {
     assert_eq!(err.matches("Permission denied").count(), 2, "{v}");
 
     // A session with a user site holding a .pth file: both starts must put it (and the .pth's
-    // directory) on sys.path the same way.
+    // directory) on sys.path the same way, and what it prints at start is not a cell's output.
     let v = a
         .sh(
             "spare-a",
             "d=$(python3 -c 'import site; print(site.getusersitepackages())') && mkdir -p \"$d\" \
-             ~/extra && echo ~/extra > \"$d/spare.pth\" && id -u",
+             ~/extra && echo ~/extra > \"$d/spare.pth\" && \
+             echo 'import sys; print(\"pth-noise\")' >> \"$d/spare.pth\" && id -u",
         )
         .await;
     let uid: u64 = v["stdout"].as_str().unwrap().trim().parse().unwrap();
