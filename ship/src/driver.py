@@ -3,6 +3,28 @@
 # events leave on fd 4: {"t":"ready"}, {"t":"stream","text"}, {"t":"display","text"?,"png"?},
 # {"t":"done","count":int|null,"error":str|null}. fds 1 and 2 are redirected into a pipe that a
 # reader thread forwards as "stream" events, so output of child processes is captured too.
+#
+# Spare mode (the agent prepends `_SHIP_SPARE_HOME = "<placeholder home>"` to this source): the
+# interpreter is started as root before any session exists, imports what a session needs, sends
+# {"t":"spare"} and waits for one request {"adopt": {uid, gid, cwd, env}}. It then drops to
+# that identity for good (read back, fail closed: {"t":"adopt_failed"} and exit), becomes what
+# a normally started interpreter of that user is (environment, user site, caches) and goes on
+# like a normal start. No user code runs before the drop.
+_SPARE_HOME = globals().get("_SHIP_SPARE_HOME")
+_START_FDS = set()
+if _SPARE_HOME:
+    import os
+    import sys
+    # No bytecode files written as root into system directories.
+    sys.dont_write_bytecode = True
+    # What exec handed over (what a normal start gets too); anything opened later is refused.
+    for _fd in os.listdir("/proc/self/fd"):
+        try:
+            os.fstat(int(_fd))
+            _START_FDS.add(int(_fd))
+        except OSError:
+            pass
+
 import ast
 import base64
 import builtins
@@ -179,28 +201,55 @@ def _install_backend():
             mod.show = show
 
     class _Finder(importlib.abc.MetaPathFinder):
+        busy = False
+
         def find_spec(self, name, path=None, target=None):
             if name == "ship_inline_backend":
                 return importlib.util.spec_from_loader(name, _Loader())
-            return None
+            if name != "matplotlib" or not _CJK or self.busy:
+                return None
+            # CJK font settings are applied when matplotlib is first imported (not at start:
+            # importing matplotlib costs a first Python call a few hundred milliseconds).
+            self.busy = True
+            try:
+                spec = importlib.util.find_spec(name)
+            finally:
+                self.busy = False
+            run = getattr(getattr(spec, "loader", None), "exec_module", None)
+            if run is not None:
+                def exec_module(mod, _run=run):
+                    _run(mod)
+                    _cjk_fonts(mod)
+
+                spec.loader.exec_module = exec_module
+            return spec
 
     sys.meta_path.insert(0, _Finder())
     os.environ["MPLBACKEND"] = "module://ship_inline_backend"
     warnings.filterwarnings("ignore", category=UserWarning, module="matplotlib")
     warnings.filterwarnings("ignore", category=UserWarning, module=r"matplotlib\..*")
+    if _CJK and "matplotlib" in sys.modules:
+        _cjk_fonts(sys.modules["matplotlib"])
+
+
+def _has_cjk_fonts():
     try:
         import glob
-        cjk = glob.glob("/usr/share/fonts/**/NotoSansCJK*", recursive=True)
-        if cjk:
-            import matplotlib
-            matplotlib.rcParams["font.sans-serif"] = [
-                "Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans CJK TC", "DejaVu Sans"]
-            matplotlib.rcParams["axes.unicode_minus"] = False
+        return bool(glob.glob("/usr/share/fonts/**/NotoSansCJK*", recursive=True))
+    except Exception:
+        return False
+
+
+_CJK = _has_cjk_fonts()
+
+
+def _cjk_fonts(matplotlib):
+    try:
+        matplotlib.rcParams["font.sans-serif"] = [
+            "Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans CJK TC", "DejaVu Sans"]
+        matplotlib.rcParams["axes.unicode_minus"] = False
     except Exception:
         pass
-
-
-_install_backend()
 
 
 def _clean_tb(text):
@@ -376,7 +425,186 @@ def _no_input(*args, **kwargs):
     raise EOFError("input() is not supported: the Python session has no stdin")
 
 
+# ---------------------------------------------------------------- spare interpreter
+def _preload():
+    """What a session's first call would import (spare mode, as root; nothing is created)."""
+    import importlib
+    for name in ("IPython.core.interactiveshell", "IPython.core.displayhook",
+                 "IPython.core.displaypub", "IPython.core.application", "IPython.core.completer",
+                 "IPython.core.completerlib", "IPython.core.magics", "IPython.core.oinspect",
+                 "IPython.core.crashhandler", "sqlite3", "tempfile", "random", "shutil", "glob",
+                 "bz2", "lzma", "unicodedata", "linecache", "ctypes", "sysconfig", "subprocess",
+                 "shlex"):
+        try:
+            importlib.import_module(name)
+        except Exception:
+            if name.startswith("IPython.core.interactiveshell"):
+                return
+
+
+def _status_ids(text, key):
+    for line in text.splitlines():
+        if line.startswith(key + ":"):
+            return line.split()[1:]
+    return None
+
+
+def _check_identity(uid, gid):
+    """Reads the drop back, for every thread, and fails unless it is complete."""
+    ids = (uid, uid, uid)
+    if os.getresuid() != ids or os.getresgid() != (gid, gid, gid) or os.getgroups():
+        raise PermissionError("credentials not switched: %r %r %r" % (
+            os.getresuid(), os.getresgid(), os.getgroups()))
+    tasks = os.listdir("/proc/self/task")
+    if not tasks:
+        raise PermissionError("no threads listed in /proc/self/task")
+    for tid in tasks:
+        with open("/proc/self/task/%s/status" % tid) as f:
+            text = f.read()
+        if (_status_ids(text, "Uid") != [str(uid)] * 4 or _status_ids(text, "Gid") != [str(gid)] * 4
+                or _status_ids(text, "Groups") != []):
+            raise PermissionError("thread %s kept other credentials" % tid)
+        for cap in ("CapPrm", "CapEff", "CapAmb"):
+            v = _status_ids(text, cap)
+            if v is not None and int(v[0], 16) != 0:
+                raise PermissionError("thread %s kept capabilities (%s %s)" % (tid, cap, v[0]))
+    try:
+        os.setresuid(0, 0, 0)
+    except PermissionError:
+        pass
+    else:
+        raise PermissionError("root could be regained")
+
+
+def _check_descriptors():
+    """Only the descriptors of a normal start are open, and every mapped file is one the user
+    can read: nothing opened as root stays reachable."""
+    allowed = _START_FDS | {0, 1, 2, 3, _EVT_FD, _r}
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd in allowed:
+            continue
+        try:
+            os.fstat(fd)
+            target = os.readlink("/proc/self/fd/%d" % fd)
+            with open("/proc/self/fdinfo/%d" % fd) as f:
+                flags = next(int(l.split()[1], 8) for l in f if l.startswith("flags:"))
+        except (OSError, StopIteration):
+            continue  # the directory descriptor of the listing itself
+        # A file a library opened while importing (IPython keeps /dev/null open) is what a
+        # normal start would have too, provided the user may open it the same way.
+        mode = (os.R_OK, os.W_OK, os.R_OK | os.W_OK, 0)[flags & 3]
+        if target.startswith("/") and not target.endswith(" (deleted)") \
+                and mode and os.access(target, mode):
+            continue
+        raise PermissionError("unexpected descriptor %d (%s) in the spare" % (fd, target))
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split(None, 5)
+            path = parts[5].strip() if len(parts) == 6 else ""
+            if path.startswith("/") and not path.endswith(" (deleted)") \
+                    and not os.access(path, os.R_OK):
+                raise PermissionError("mapped file %s is not readable by the user" % path)
+
+
+def _relocate(value, home):
+    if isinstance(value, str) and value.startswith(_SPARE_HOME):
+        return home + value[len(_SPARE_HOME):]
+    return None
+
+
+def _adopt(req):
+    """Turns the spare into the interpreter a normal start as `req`'s user would give."""
+    import importlib
+    import linecache
+    import site
+
+    uid, gid = int(req["uid"]), int(req["gid"])
+    if uid <= 0 or gid <= 0:
+        raise PermissionError("refusing uid %d gid %d" % (uid, gid))
+    env = {str(k): str(v) for k, v in req["env"].items()}
+    home = env["HOME"]
+    os.umask(0o077)
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    _check_identity(uid, gid)
+    os.chdir(req["cwd"])
+    _check_descriptors()
+    # Environment and what was computed from it.
+    os.environ.clear()
+    os.environ.update(env)
+    sys.dont_write_bytecode = bool(sys.flags.dont_write_bytecode)
+    tempfile = sys.modules.get("tempfile")
+    if tempfile is not None:
+        tempfile.tempdir = None
+    linecache.clearcache()
+    importlib.invalidate_caches()
+    # Module globals computed from HOME while importing (e.g. a cache directory).
+    for mod in list(sys.modules.values()):
+        d = getattr(mod, "__dict__", None)
+        if not isinstance(d, dict):
+            continue
+        for k, v in list(d.items()):
+            new = _relocate(v, home)
+            if new is not None:
+                d[k] = new
+    # The user's site directory, where site.py puts it (before the system ones), with its .pth
+    # files; then sitecustomize and usercustomize again, now as the user.
+    site.USER_BASE = None
+    site.USER_SITE = None
+    sysconfig = sys.modules.get("sysconfig")
+    cfg = getattr(sysconfig, "_CONFIG_VARS", None)
+    if isinstance(cfg, dict) and "userbase" in cfg:
+        cfg["userbase"] = sysconfig._getuserbase()
+    user_site = site.getusersitepackages()
+    if site.ENABLE_USER_SITE and os.path.isdir(user_site) and user_site not in sys.path:
+        system = set(site.getsitepackages())
+        at = next((i for i, p in enumerate(sys.path) if p in system), len(sys.path))
+        tail = sys.path[at:]
+        del sys.path[at:]
+        site.addsitedir(user_site, {os.path.normcase(os.path.abspath(p)) for p in sys.path})
+        sys.path.extend(p for p in tail if p not in sys.path)
+    try:
+        if "sitecustomize" in sys.modules:
+            importlib.reload(sys.modules["sitecustomize"])
+        else:
+            import sitecustomize  # noqa: F401
+    except Exception:
+        pass
+    if site.ENABLE_USER_SITE:
+        try:
+            import usercustomize  # noqa: F401
+        except Exception:
+            pass
+    # Like a process that exec'd as the user: its own processes may inspect it (the kernel
+    # made it non-dumpable at the switch); other users still cannot.
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
+    except Exception:
+        pass
+
+
+def _wait_for_adoption():
+    _preload()
+    _send({"t": "spare"})
+    line = _CMD.readline()
+    if not line:
+        os._exit(0)
+    try:
+        _adopt(json.loads(line)["adopt"])
+    except BaseException as e:  # fail closed: never go on with a half-switched identity
+        try:
+            _send({"t": "adopt_failed", "error": "%s: %s" % (type(e).__name__, e)})
+        finally:
+            os._exit(1)
+
+
 def main():
+    if _SPARE_HOME:
+        _wait_for_adoption()
+    _install_backend()
     try:
         engine = _IPythonEngine()
         kind = "ipython"
@@ -384,7 +612,9 @@ def main():
         engine = _PlainEngine()
         kind = "python"
     builtins.input = _no_input
-    _send({"t": "ready", "engine": kind})
+    if _SPARE_HOME:
+        _sync()  # output of the adoption (user site hooks) goes out before "ready"
+    _send({"t": "ready", "engine": kind, "cwd": os.getcwd()})
     for line in _CMD:
         try:
             req = json.loads(line)

@@ -52,6 +52,8 @@ pub struct AppState {
     pub users: Users,
     pub sessions: Mutex<HashMap<String, Arc<Session>>>,
     pub procs: procs::Procs,
+    /// The spare Python interpreter (`POST /warmup`).
+    pub spare: python::Spare,
     pub shutting_down: AtomicBool,
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -180,6 +182,7 @@ async fn run(cfg: Arc<Config>) -> anyhow::Result<()> {
         users,
         sessions: Mutex::new(HashMap::new()),
         procs: procs::Procs::default(),
+        spare: python::Spare::default(),
         shutting_down: AtomicBool::new(false),
         shutdown,
     });
@@ -279,6 +282,7 @@ fn router(state: St) -> Router {
         .route("/fs/upload", upload)
         .route("/download", get(fsapi::download))
         .route("/fs/download", get(fsapi::download))
+        .route("/warmup", post(python::warmup))
         .route("/ipython/exec", post(python::exec))
         .route("/ipython/create_kernel", post(python::create_kernel))
         .route("/ipython/kernel/restart", post(python::restart_kernel))

@@ -157,7 +157,7 @@ fn proc_pids() -> impl Iterator<Item = i32> {
 }
 
 /// `(state, ppid, process group, session)` of a process, from `/proc/<pid>/stat`.
-fn proc_stat(pid: i32) -> Option<(String, i32, i32, i32)> {
+pub(crate) fn proc_stat(pid: i32) -> Option<(String, i32, i32, i32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) S ppid pgrp session …": comm may contain anything, so split after the
     // last ')'.

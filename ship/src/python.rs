@@ -150,27 +150,55 @@ fn exit_text(status: Option<std::process::ExitStatus>) -> String {
     }
 }
 
+/// The environment of a session's interpreter.
+fn kernel_env(user: &User) -> Vec<(String, String)> {
+    let mut env = crate::shell::base_env(user);
+    env.push(("PYTHONUNBUFFERED".into(), "1".into()));
+    env
+}
+
+/// The spare's home until it is adopted: a path that nobody, root included, can create, so
+/// that nothing is written on its behalf before it knows its user (see `driver.py`).
+const SPARE_HOME: &str = "/proc/ship-spare/home";
+
+/// The placeholder identity whose environment the spare starts with.
+fn spare_placeholder() -> User {
+    User {
+        name: "ship-spare".into(),
+        uid: 0,
+        gid: 0,
+        home: SPARE_HOME.into(),
+        workspace: "/".into(),
+    }
+}
+
 impl Kernel {
     /// Starts the driver as `user` and waits for its ready event.
     async fn start(st: &St, user: &User) -> Result<Self, String> {
+        let mut kernel = Self::spawn(st, Some(user))?;
+        kernel.handshake(st, "", "ready").await?;
+        Ok(kernel)
+    }
+
+    /// Spawns the interpreter: as `user`, or as the root spare (`None`, see [`Spare`]).
+    fn spawn(st: &St, user: Option<&User>) -> Result<Self, String> {
         let (cmd_r, cmd_w) = sys::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
         let (evt_r, evt_w) = sys::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
+        let placeholder = spare_placeholder();
         let mut c = std::process::Command::new(&st.cfg.python);
         c.arg("-u")
             .arg("-c")
             .arg(BOOTSTRAP)
             .env_clear()
-            .envs(crate::shell::base_env(user))
-            .env("PYTHONUNBUFFERED", "1")
+            .envs(kernel_env(user.unwrap_or(&placeholder)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        sys::user_command(
-            &mut c,
-            user.ident(),
-            &user.workspace,
-            vec![(cmd_r.as_raw_fd(), 3), (evt_w.as_raw_fd(), 4)],
-        )
+        let fds = vec![(cmd_r.as_raw_fd(), 3), (evt_w.as_raw_fd(), 4)];
+        match user {
+            Some(u) => sys::user_command(&mut c, u.ident(), &u.workspace, fds),
+            None => sys::spare_command(&mut c, fds),
+        }
         .map_err(|e| format!("cannot start {}: {e}", st.cfg.python))?;
         let mut c = tokio::process::Command::from(c);
         let child = st
@@ -180,35 +208,41 @@ impl Kernel {
         drop(cmd_r);
         drop(evt_w);
         let pid = child.id().map_or(-1, |p| p as i32);
-        let mut kernel = Self {
+        Ok(Self {
             child,
             pid,
-            uid: user.uid,
+            uid: user.map_or(0, |u| u.uid),
             cmd: sender(cmd_w).map_err(|e| format!("cannot use the command pipe: {e}"))?,
             events: Events::new(
                 receiver(evt_r).map_err(|e| format!("cannot use the event pipe: {e}"))?,
                 MAX_EVENT_BYTES,
             ),
-        };
-        let source = format!("{}\n{DRIVER}", DRIVER.len());
-        if let Err(e) = kernel.cmd.write_all(source.as_bytes()).await {
-            let status = kernel.kill(st).await;
+        })
+    }
+
+    /// Sends the driver (after `prefix`, Python source) and waits for its first event, of
+    /// type `expect`; kills the interpreter when that fails.
+    async fn handshake(&mut self, st: &St, prefix: &str, expect: &str) -> Result<(), String> {
+        let source = format!("{}\n{prefix}{DRIVER}", prefix.len() + DRIVER.len());
+        if let Err(e) = self.cmd.write_all(source.as_bytes()).await {
+            let status = self.kill(st).await;
             return Err(format!(
                 "cannot send the driver: {e} ({})",
                 exit_text(status)
             ));
         }
-        match tokio::time::timeout(START_TIMEOUT, kernel.events.next()).await {
-            Ok(Ok(Some(Event::Line(line)))) if line.contains("\"ready\"") => Ok(kernel),
+        let expected = format!("\"{expect}\"");
+        match tokio::time::timeout(START_TIMEOUT, self.events.next()).await {
+            Ok(Ok(Some(Event::Line(line)))) if line.contains(&expected) => Ok(()),
             Ok(_) => {
-                let status = kernel.kill(st).await;
+                let status = self.kill(st).await;
                 Err(format!(
                     "the Python interpreter exited during start-up ({})",
                     exit_text(status)
                 ))
             }
             Err(_) => {
-                kernel.kill(st).await;
+                self.kill(st).await;
                 Err("the Python interpreter did not start within 60 seconds".into())
             }
         }
@@ -216,9 +250,12 @@ impl Kernel {
 
     /// Kills the interpreter's process group and everything it started elsewhere
     /// ([`crate::procs::Procs::kill_unit`]) and reaps it.
+    /// A spare not yet adopted (uid 0) has started nothing: only its group is killed.
     async fn kill(&mut self, st: &St) -> Option<std::process::ExitStatus> {
         sys::kill_group(self.pid, libc::SIGKILL);
-        crate::procs::Procs::kill_unit_async(st, self.uid, self.pid).await;
+        if self.uid != 0 {
+            crate::procs::Procs::kill_unit_async(st, self.uid, self.pid).await;
+        }
         let status = self.child.wait().await.ok();
         st.procs.release(self.pid);
         status
@@ -242,6 +279,258 @@ impl Kernel {
     fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+}
+
+/// The spare interpreter (issue 13): started as root before any session exists (`POST
+/// /warmup`), with Python and IPython imported, and adopted by the first session that needs an
+/// interpreter, which then skips the start-up. At most one exists; adopting it does not start
+/// another.
+#[derive(Debug)]
+pub struct Spare {
+    state: std::sync::Mutex<SpareState>,
+    /// Bumped whenever a start ends (ready or failed): adopters wait on it while it starts.
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+enum SpareState {
+    #[default]
+    Idle,
+    Starting,
+    Ready(Box<Kernel>),
+}
+
+impl Default for Spare {
+    fn default() -> Self {
+        Self {
+            state: std::sync::Mutex::new(SpareState::Idle),
+            changed: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+/// Ends a spare's start whatever happens to the task (even a panic): `Starting` never stays.
+struct StartEnd<'a>(&'a Spare, Option<Kernel>);
+
+impl Drop for StartEnd<'_> {
+    fn drop(&mut self) {
+        let mut s = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        *s = match self.1.take() {
+            Some(k) => SpareState::Ready(Box::new(k)),
+            None => SpareState::Idle,
+        };
+        drop(s);
+        self.0.changed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+}
+
+impl Spare {
+    /// Starts the spare unless one is ready or starting: the process is spawned at once, the
+    /// rest (driver, imports) happens in the background.
+    fn warm(st: &St) {
+        if st.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let mut state = st.spare.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !matches!(*state, SpareState::Idle) {
+            return;
+        }
+        let mut kernel = match Kernel::spawn(st, None) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the spare Python interpreter");
+                return;
+            }
+        };
+        *state = SpareState::Starting;
+        drop(state);
+        let st = st.clone();
+        tokio::spawn(async move {
+            let mut end = StartEnd(&st.spare, None);
+            let prefix = format!("_SHIP_SPARE_HOME = {SPARE_HOME:?}\n");
+            match kernel.handshake(&st, &prefix, "spare").await {
+                Ok(()) => end.1 = Some(kernel),
+                Err(e) => tracing::warn!(error = %e, "the spare Python interpreter did not start"),
+            }
+        });
+    }
+
+    /// Takes the spare: the ready one, or the one starting once it is ready; `None` without.
+    async fn take(&self) -> Option<Kernel> {
+        let mut changed = self.changed.subscribe();
+        loop {
+            {
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                match std::mem::take(&mut *state) {
+                    SpareState::Ready(k) => return Some(*k),
+                    SpareState::Idle => return None,
+                    SpareState::Starting => *state = SpareState::Starting,
+                }
+            }
+            changed.changed().await.ok()?;
+        }
+    }
+}
+
+/// Hands the spare to `user`: the driver drops to the user's uid/gid (no supplementary
+/// groups) and reads that back itself, then the agent checks the result from outside
+/// ([`verify_identity`]). Any failure kills the spare: the caller starts one normally.
+async fn adopt(st: &St, mut kernel: Kernel, user: &User) -> Result<Kernel, String> {
+    // From here on a kill is that of a session unit: whatever the drop left running dies too.
+    kernel.uid = user.uid;
+    let env: serde_json::Map<String, Value> = kernel_env(user)
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    let req = json!({"adopt": {
+        "uid": user.uid,
+        "gid": user.gid,
+        "cwd": user.workspace.to_string_lossy(),
+        "env": env,
+    }})
+    .to_string()
+        + "\n";
+    let result = async {
+        kernel
+            .cmd
+            .write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("cannot send the adoption request: {e}"))?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        let ready = loop {
+            match tokio::time::timeout_at(deadline, kernel.events.next()).await {
+                Ok(Ok(Some(Event::Line(line)))) => {
+                    let ev: Value = serde_json::from_str(&line).unwrap_or_default();
+                    match ev["t"].as_str() {
+                        // Printed by the user's site hooks while adopting, as the user: a
+                        // normal start discards that output too (it runs before the driver).
+                        Some("stream" | "display") => {}
+                        Some("ready") => break ev,
+                        _ => return Err(format!("the spare refused: {}", ev["error"])),
+                    }
+                }
+                Ok(Ok(Some(Event::Oversized(..)))) => {}
+                Ok(_) => return Err("the spare exited during its adoption".into()),
+                Err(_) => return Err("the spare did not answer within 60 seconds".into()),
+            }
+        };
+        // `/proc/<pid>/cwd` of another user's process needs CAP_SYS_PTRACE, which a container's
+        // root lacks: the driver reports the directory it entered.
+        let want = std::fs::canonicalize(&user.workspace)
+            .map_err(|e| format!("cannot resolve {}: {e}", user.workspace.display()))?;
+        if ready["cwd"].as_str() != want.to_str() {
+            return Err(format!(
+                "working directory {} instead of {}",
+                ready["cwd"],
+                want.display()
+            ));
+        }
+        let (pid, u) = (kernel.pid, user.clone());
+        tokio::task::spawn_blocking(move || verify_identity(pid, &u))
+            .await
+            .map_err(|e| format!("identity check failed: {e}"))?
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(kernel),
+        Err(e) => {
+            kernel.kill(st).await;
+            Err(e)
+        }
+    }
+}
+
+/// Checks from outside that the process `pid` is what [`sys::user_command`] makes of a child:
+/// every thread with the user's uid and gid (real, effective, saved, file system), no
+/// supplementary groups, no capabilities, umask 077; `oom_score_adj` 800; a session and process
+/// group of its own (the kill unit). Only files any user may read are used (`status`, `stat`,
+/// `oom_score_adj`): a container's root has no CAP_SYS_PTRACE.
+fn verify_identity(pid: i32, user: &User) -> Result<(), String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|e| format!("cannot list the threads of {pid}: {e}"))?;
+    let mut threads = 0;
+    for task in tasks {
+        let task = task.map_err(|e| format!("cannot list the threads of {pid}: {e}"))?;
+        let status = std::fs::read_to_string(task.path().join("status"))
+            .map_err(|e| format!("cannot read the status of {pid}: {e}"))?;
+        check_status(&status, user.uid, user.gid)?;
+        threads += 1;
+    }
+    if threads == 0 {
+        return Err(format!("process {pid} has no threads"));
+    }
+    let oom = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap_or_default();
+    if oom.trim() != "800" {
+        return Err(format!("oom_score_adj {:?} instead of 800", oom.trim()));
+    }
+    match crate::procs::proc_stat(pid) {
+        Some((_, _, pgrp, sid)) if pgrp == pid && sid == pid => Ok(()),
+        other => Err(format!("process {pid} is not a unit of its own: {other:?}")),
+    }
+}
+
+/// One `/proc/<pid>/task/<tid>/status` against the expected identity.
+fn check_status(status: &str, uid: u32, gid: u32) -> Result<(), String> {
+    let field = |name: &str| -> Option<Vec<&str>> {
+        status.lines().find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|r| r.strip_prefix(':'))
+                .map(|r| r.split_whitespace().collect())
+        })
+    };
+    let (u, g) = (uid.to_string(), gid.to_string());
+    if field("Uid") != Some(vec![u.as_str(); 4]) || field("Gid") != Some(vec![g.as_str(); 4]) {
+        return Err(format!(
+            "credentials {:?}/{:?} instead of {uid}/{gid}",
+            field("Uid"),
+            field("Gid")
+        ));
+    }
+    if field("Groups") != Some(Vec::new()) {
+        return Err(format!("supplementary groups {:?}", field("Groups")));
+    }
+    for cap in ["CapPrm", "CapEff", "CapAmb"] {
+        if let Some(v) = field(cap)
+            && v.first()
+                .is_none_or(|x| u64::from_str_radix(x, 16) != Ok(0))
+        {
+            return Err(format!("capabilities left: {cap} {v:?}"));
+        }
+    }
+    if let Some(m) = field("Umask")
+        && m != ["0077"]
+    {
+        return Err(format!("umask {m:?} instead of 0077"));
+    }
+    Ok(())
+}
+
+/// The session's new interpreter: the spare when there is one and its adoption succeeds,
+/// otherwise a normal start.
+async fn obtain(st: &St, user: &User) -> Result<Kernel, String> {
+    if let Some(spare) = st.spare.take().await {
+        let pid = spare.pid;
+        match adopt(st, spare, user).await {
+            Ok(k) => {
+                tracing::debug!(pid, user = %user.name, "spare Python interpreter adopted");
+                return Ok(k);
+            }
+            Err(e) => tracing::warn!(
+                pid,
+                user = %user.name,
+                error = %e,
+                "the spare Python interpreter could not be adopted: starting one normally"
+            ),
+        }
+    }
+    Kernel::start(st, user).await
+}
+
+/// POST /warmup (addition to ship-api.md): starts the spare interpreter in the background
+/// unless one is ready or starting; answers at once.
+pub async fn warmup(State(st): State<St>) -> ApiResult {
+    Spare::warm(&st);
+    Ok(ok(json!({"status": "ok"})))
 }
 
 fn sender(fd: OwnedFd) -> std::io::Result<pipe::Sender> {
@@ -362,7 +651,7 @@ async fn run_cell(
     }
     if slot.is_none() {
         let started = Instant::now();
-        let k = Kernel::start(&st, &user).await.map_err(|e| {
+        let k = obtain(&st, &user).await.map_err(|e| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("Failed to execute code: {e}"),
@@ -511,19 +800,24 @@ fn required_session(headers: &HeaderMap) -> Result<String, ApiError> {
     session_header(headers).map_err(|e| ApiError::Validation(vec![e]))
 }
 
-/// Makes sure the session's interpreter runs.
+/// Makes sure the session's interpreter runs. In a task of its own: a caller that goes away
+/// does not abandon an interpreter half started or adopted.
 async fn ensure_kernel(st: &St, user: &User, sid: &str) -> Result<(), String> {
-    let session = st.session(sid);
-    let mut slot = session.kernel.kernel.lock().await;
-    if slot.as_mut().is_some_and(|k| !k.alive())
-        && let Some(mut k) = slot.take()
-    {
-        k.kill(st).await;
-    }
-    if slot.is_none() {
-        *slot = Some(Kernel::start(st, user).await?);
-    }
-    Ok(())
+    let (st, user, session) = (st.clone(), user.clone(), st.session(sid));
+    tokio::spawn(async move {
+        let mut slot = session.kernel.kernel.lock().await;
+        if slot.as_mut().is_some_and(|k| !k.alive())
+            && let Some(mut k) = slot.take()
+        {
+            k.kill(&st).await;
+        }
+        if slot.is_none() {
+            *slot = Some(obtain(&st, &user).await?);
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| format!("interpreter start failed: {e}"))?
 }
 
 /// POST /ipython/create_kernel
@@ -622,6 +916,47 @@ pub async fn list_kernels(State(st): State<St>, headers: HeaderMap) -> ApiResult
         Err(_) => Vec::new(),
     };
     Ok(ok(json!({ "kernels": kernels })))
+}
+
+#[cfg(test)]
+mod spare_tests {
+    use super::check_status;
+
+    const GOOD: &str = "Name:\tpython3\nUmask:\t0077\nUid:\t10001\t10001\t10001\t10001\n\
+Gid:\t10001\t10001\t10001\t10001\nGroups:\t\nCapInh:\t0000000000000000\n\
+CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapAmb:\t0000000000000000\n";
+
+    #[test]
+    fn only_a_complete_drop_passes_the_identity_check() {
+        assert_eq!(check_status(GOOD, 10001, 10001), Ok(()));
+        // Another user's identity, a saved or file-system uid left at root, a group kept,
+        // capabilities kept, another umask, a missing field: all refused.
+        assert!(check_status(GOOD, 10002, 10002).is_err());
+        let bad = [
+            GOOD.replace(
+                "Uid:\t10001\t10001\t10001\t10001",
+                "Uid:\t10001\t10001\t0\t10001",
+            ),
+            GOOD.replace(
+                "Uid:\t10001\t10001\t10001\t10001",
+                "Uid:\t10001\t10001\t10001\t0",
+            ),
+            GOOD.replace(
+                "Gid:\t10001\t10001\t10001\t10001",
+                "Gid:\t0\t10001\t10001\t10001",
+            ),
+            GOOD.replace("Groups:\t", "Groups:\t0"),
+            GOOD.replace("CapEff:\t0000000000000000", "CapEff:\t00000000000000c0"),
+            GOOD.replace("CapPrm:\t0000000000000000", "CapPrm:\t000001ffffffffff"),
+            GOOD.replace("CapAmb:\t0000000000000000", "CapAmb:\t0000000000000080"),
+            GOOD.replace("Umask:\t0077", "Umask:\t0022"),
+            GOOD.replace("Groups:\t\n", ""),
+            GOOD.replace("Uid:\t10001\t10001\t10001\t10001\n", ""),
+        ];
+        for status in bad {
+            assert!(check_status(&status, 10001, 10001).is_err(), "{status}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -108,18 +108,7 @@ unsafe fn become_user(id: Ident, cwd: &CStr) -> io::Result<()> {
     // SAFETY: open/write/close/umask/setgroups/setgid/setuid/getuid/chdir are
     // async-signal-safe; the buffers are valid for their lengths.
     unsafe {
-        let fd = libc::open(
-            c"/proc/self/oom_score_adj".as_ptr(),
-            libc::O_WRONLY | libc::O_CLOEXEC,
-        );
-        if fd >= 0 {
-            libc::write(
-                fd,
-                SESSION_OOM_SCORE_ADJ.as_ptr().cast(),
-                SESSION_OOM_SCORE_ADJ.len(),
-            );
-            libc::close(fd);
-        }
+        raise_oom_score_adj();
         libc::umask(0o077);
         if libc::getuid() == 0 && libc::setgroups(0, std::ptr::null()) < 0 {
             return Err(io::Error::last_os_error());
@@ -164,25 +153,83 @@ pub fn user_command(
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
-            // Move the sources out of the way first so that no target clobbers a source.
-            let mut high = [0 as RawFd; 8];
-            for (i, &(src, _)) in extra_fds.iter().enumerate().take(8) {
-                high[i] = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 64);
-                if high[i] < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            for (i, &(_, dst)) in extra_fds.iter().enumerate().take(8) {
-                if libc::dup2(high[i], dst) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
+            dup_fds(&extra_fds)?;
             become_user(id, &cwd)?;
             reset_signals();
             Ok(())
         });
     }
     Ok(())
+}
+
+/// Configures `cmd` for the spare Python interpreter: like [`user_command`] (new session,
+/// `oom_score_adj` 800, umask 077, default signals, `extra_fds`) but it stays **root** and starts
+/// in `/`: it drops to a session user itself when adopted (`driver.py`), before any user code.
+pub fn spare_command(cmd: &mut Command, extra_fds: Vec<(RawFd, RawFd)>) -> io::Result<()> {
+    // SAFETY: async-signal-safe calls only between fork and exec (setsid, fcntl, dup2, open,
+    // write, close, umask, chdir, signal, sigprocmask).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            dup_fds(&extra_fds)?;
+            raise_oom_score_adj();
+            libc::umask(0o077);
+            if libc::chdir(c"/".as_ptr()) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            reset_signals();
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// Duplicates each `(source, target)` pair into place; sources are moved out of the way first
+/// so that no target clobbers a source.
+///
+/// # Safety
+/// Only call between fork and exec.
+unsafe fn dup_fds(extra_fds: &[(RawFd, RawFd)]) -> io::Result<()> {
+    // SAFETY: fcntl and dup2 are async-signal-safe.
+    unsafe {
+        let mut high = [0 as RawFd; 8];
+        for (i, &(src, _)) in extra_fds.iter().enumerate().take(8) {
+            high[i] = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 64);
+            if high[i] < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        for (i, &(_, dst)) in extra_fds.iter().enumerate().take(8) {
+            if libc::dup2(high[i], dst) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Raises this (forked, still root) process's `oom_score_adj` to the session value.
+///
+/// # Safety
+/// Only call between fork and exec.
+unsafe fn raise_oom_score_adj() {
+    // SAFETY: open/write/close are async-signal-safe; the buffer is valid for its length.
+    unsafe {
+        let fd = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if fd >= 0 {
+            libc::write(
+                fd,
+                SESSION_OOM_SCORE_ADJ.as_ptr().cast(),
+                SESSION_OOM_SCORE_ADJ.len(),
+            );
+            libc::close(fd);
+        }
+    }
 }
 
 /// Configures `cmd` to run as `id` (as [`user_command`]) on the pseudo-terminal `slave` as

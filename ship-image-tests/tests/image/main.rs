@@ -9,4 +9,5 @@ mod python;
 mod routes;
 mod runtime;
 mod shell;
+mod spare;
 mod terminal;
