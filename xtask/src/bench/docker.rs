@@ -220,6 +220,19 @@ impl Engine {
         Ok(())
     }
 
+    /// Force-disconnects the container `name` from `network`: the way to clear an endpoint the
+    /// engine kept after the container was removed (Docker 20.10 does under concurrent
+    /// removals, and then refuses to remove the network). Errors are ignored.
+    pub fn disconnect(&mut self, network: &str, name: &str) {
+        let body = json!({"Container": name, "Force": true}).to_string();
+        let _ = self.http.request(
+            "POST",
+            &format!("{API}/networks/{network}/disconnect"),
+            None,
+            Some(&body),
+        );
+    }
+
     /// The engine's `/version` answer.
     pub fn version(&mut self) -> anyhow::Result<Value> {
         self.call("GET", "/version", None)

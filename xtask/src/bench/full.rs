@@ -266,6 +266,7 @@ fn sequential(
     for i in 0..args.creates {
         interrupted(stop)?;
         let name = format!("bay-bench-{}-seq-{i}", baselines.run);
+        bay.note_container(&name);
         let mut id = String::new();
         f.engine_create.push(timed(|| {
             id = engine
@@ -364,6 +365,9 @@ fn concurrency(
     let names: Vec<String> = (0..n)
         .map(|i| format!("bay-bench-{}-par-{i}", baselines.run))
         .collect();
+    for name in &names {
+        bay.note_container(name);
+    }
     let (wall, results) = parallel(n, |i| {
         let mut engine = Engine::connect()?;
         Ok(Some(

@@ -44,6 +44,8 @@ pub struct BayServer {
     dir: PathBuf,
     /// ships created through this server (deleted on drop)
     ships: BTreeSet<String>,
+    /// names of every container that was on the network (to clear stale endpoints)
+    names: BTreeSet<String>,
 }
 
 impl BayServer {
@@ -91,6 +93,7 @@ impl BayServer {
             network: tag,
             dir,
             ships: BTreeSet::new(),
+            names: BTreeSet::new(),
         };
         if !poll_health(
             &server.addr,
@@ -134,6 +137,12 @@ impl BayServer {
     /// Records a ship to delete when the server stops.
     pub fn track(&mut self, ship: &str) {
         self.ships.insert(ship.to_owned());
+        self.names.insert(format!("ship-{ship}"));
+    }
+
+    /// Records the name of a container put on the server's network by someone else.
+    pub fn note_container(&mut self, name: &str) {
+        self.names.insert(name.to_owned());
     }
 
     /// Records that a ship was deleted permanently.
@@ -159,7 +168,7 @@ impl BayServer {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let left = sweep_network(&self.network);
+        let left = sweep_network(&self.network, &self.names);
         let _ = fs::remove_dir_all(&self.dir);
         left
     }
@@ -175,7 +184,7 @@ impl Drop for BayServer {
 
 /// Removes every container on `network` and the volumes of their ships (label
 /// `bay.ship-id`), then the network. Returns how many containers were removed.
-pub fn sweep_network(network: &str) -> usize {
+pub fn sweep_network(network: &str, names: &BTreeSet<String>) -> usize {
     let Ok(mut engine) = Engine::connect() else {
         return 0;
     };
@@ -188,7 +197,22 @@ pub fn sweep_network(network: &str) -> usize {
             remove_ship_volumes(&mut engine, ship);
         }
     }
-    let _ = engine.remove_network(network);
+    // The engine can still be detaching a removed container's endpoint, or have kept a stale
+    // one: retry briefly, then clear the endpoints of every container that was on it.
+    for attempt in 0..12 {
+        if engine.remove_network(network).is_ok() {
+            break;
+        }
+        if attempt == 4 {
+            for (id, _) in &containers {
+                engine.disconnect(network, id);
+            }
+            for name in names {
+                engine.disconnect(network, name);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
     containers.len()
 }
 

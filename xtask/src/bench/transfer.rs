@@ -133,7 +133,7 @@ pub fn run(image: &str, size_mb: u64) -> anyhow::Result<()> {
     make_file(&file, size_mb)?;
     let form = format!("file=@{}", file.display());
     std::thread::sleep(Duration::from_secs(1));
-    let idle = super::rss(pid) * 1024;
+    let idle = super::rss(pid);
 
     eprintln!("==> upload through Bay, then straight to the agent");
     let (up_bay, up_peak) = timed_with_peak(pid, || {
