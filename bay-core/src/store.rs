@@ -166,6 +166,10 @@ impl RelationRow {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool<Conn>,
+    /// One write transaction at a time in this process: a transaction waiting for another
+    /// queues here and starts as soon as it ends, instead of polling SQLite's write lock with
+    /// the busy handler's millisecond sleeps.
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -212,7 +216,10 @@ impl Store {
             .build(manager)
             .await
             .map_err(|e| StoreError(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            writer: std::sync::Arc::default(),
+        })
     }
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction on a blocking thread.
@@ -225,8 +232,9 @@ impl Store {
         F: FnOnce(&mut SqliteConnection) -> QueryResult<R> + Send + 'static,
         R: Send + 'static,
     {
-        let pool = self.pool.clone();
+        let (pool, writer) = (self.pool.clone(), self.writer.clone());
         tokio::spawn(async move {
+            let _turn = writer.lock().await;
             let mut conn = pool
                 .get()
                 .await

@@ -5,7 +5,6 @@
 
 mod bay_image;
 mod bench;
-mod bench_transfer;
 mod cmd;
 mod podman;
 mod serve;
@@ -29,7 +28,8 @@ enum Command {
     Test(test::Args),
     /// Build the ship image (`ship:latest` by default) from local parts only.
     ShipImage(ship_image::Args),
-    /// Measure against baselines taken in the same run (`cargo xtask bench ship`); prints a table.
+    /// Measure bay-server side by side with the engine and the agent alone (`cargo xtask bench`),
+    /// or one part (`bench ship`, `bench transfer`); prints a table against same-run baselines.
     Bench(bench::Args),
     /// Build the image of Bay itself (`bay:latest`): bay-server in release on the local base.
     BayImage(bay_image::Args),

@@ -127,7 +127,7 @@ impl InflightGuard {
             .unwrap_or_else(|p| p.into_inner())
             .entry(ship_id.to_owned())
             .or_default() += 1;
-        inner.reaper.notify_one();
+        // No wake-up: a busy ship gives the reaper nothing to do (its end does).
         Self {
             inner: inner.clone(),
             ship_id: ship_id.to_owned(),

@@ -146,7 +146,7 @@ impl ShipService {
                 Ok(())
             })
             .await?;
-        self.inner.reaper.notify_one();
+        // No reaper wake-up: a touch only moves deadlines later.
         Ok(())
     }
 
@@ -175,9 +175,19 @@ impl ShipService {
             )
             .await;
         if !matches!(result, Err(Error::ShipConnection(_) | Error::ShipTimeout)) {
-            self.touch_session(ship_id, session).await?;
+            // The answer does not wait for the second touch (a database transaction, the
+            // largest part of Bay's added latency): it is recorded on a task of its own, and
+            // the ship stays busy for the reaper until it is.
+            let (service, ship, sid) = (self.clone(), ship_id.to_owned(), session.to_owned());
+            tokio::spawn(async move {
+                if let Err(e) = service.touch_session(&ship, &sid).await {
+                    tracing::warn!(ship.id = %ship, session.id = %sid, error = %e, "could not touch the session after an exec");
+                }
+                drop(guard);
+            });
+        } else {
+            drop(guard);
         }
-        drop(guard);
         result
     }
 

@@ -7,13 +7,13 @@
 //! container's memory with one Python session, against a `sleep infinity` container of the
 //! same image; the image size, against the Debian base image.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 
+use super::http::{Http, poll_health};
+use super::{Args, Row, mb, ms, print_table, sample};
 use crate::ship_image::{self, BASE_IMAGE, Flavour, capture};
 
 /// Budget of the image size: the complete runtime (`ship:latest`) stays well under the 2.06 GB
@@ -23,41 +23,7 @@ const IMAGE_BUDGET_MB: f64 = 1500.0;
 /// The label on every container the benchmark starts.
 const BENCH_LABEL: &str = "bay.bench=ship";
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum Target {
-    /// The ship agent in its image.
-    Ship,
-    /// Streaming a large file through bay-server (upload and download) with the real driver.
-    Transfer,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// What to benchmark.
-    #[arg(value_enum)]
-    target: Target,
-    /// Image to run (built with `cargo xtask ship-image` first when missing).
-    #[arg(long, default_value = "ship:latest")]
-    image: String,
-    /// Round trips per HTTP measurement.
-    #[arg(long, default_value_t = 200)]
-    runs: usize,
-    /// Round trips per `docker exec` baseline (each takes tens of milliseconds).
-    #[arg(long, default_value_t = 30)]
-    baseline_runs: usize,
-    /// Size of the file `bench transfer` streams, in MB.
-    #[arg(long, default_value_t = 500)]
-    size_mb: u64,
-}
-
-pub fn run(args: Args) -> anyhow::Result<()> {
-    match args.target {
-        Target::Ship => bench_ship(&args),
-        Target::Transfer => crate::bench_transfer::run(&args.image, args.size_mb),
-    }
-}
-
-fn bench_ship(args: &Args) -> anyhow::Result<()> {
+pub(super) fn run(args: &Args) -> anyhow::Result<()> {
     ensure!(
         args.runs > 0 && args.baseline_runs > 0,
         "--runs and --baseline-runs must be at least 1"
@@ -123,8 +89,6 @@ fn bench_ship(args: &Args) -> anyhow::Result<()> {
     let size = ship_image::image_size(&args.image)?;
     let base_size = ship_image::image_size(BASE_IMAGE).unwrap_or(0);
 
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let mb = |b: u64| b as f64 / 1_000_000.0;
     let rows = [
         Row::new(
             "shell `echo 1`, median",
@@ -204,32 +168,6 @@ fn bench_ship(args: &Args) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Measurements
 
-#[derive(Debug)]
-struct Stats {
-    median: Duration,
-    p99: Duration,
-}
-
-fn sample(runs: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Stats> {
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let t = Instant::now();
-        f()?;
-        times.push(t.elapsed());
-    }
-    Ok(stats(times))
-}
-
-/// Median and 99th percentile (nearest rank) of a non-empty sample.
-fn stats(mut times: Vec<Duration>) -> Stats {
-    times.sort();
-    let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
-    Stats {
-        median: at(0.5),
-        p99: at(0.99),
-    }
-}
-
 fn docker_exec(id: &str, argv: &[&str]) -> anyhow::Result<()> {
     let out = capture(Command::new("docker").arg("exec").arg(id).args(argv))?;
     ensure!(out.trim() == "1", "docker exec {argv:?} printed {out:?}");
@@ -281,83 +219,19 @@ fn parse_size(s: &str) -> Option<u64> {
 }
 
 fn wait_healthy(addr: &str, agent: &Container) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut http) = Http::connect(addr)
-            && http
-                .request("GET", "/health", None, None)
-                .is_ok_and(|(s, _)| s == 200)
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            let logs =
-                capture(Command::new("docker").args(["logs", &agent.id])).unwrap_or_default();
-            bail!(
-                "the agent in container {} did not become healthy within 30 s: {logs}",
-                agent.id
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Output
-
-#[derive(Debug)]
-pub(crate) struct Row {
-    metric: &'static str,
-    value: f64,
-    unit: &'static str,
-    baseline: f64,
-    baseline_what: &'static str,
-    budget: Option<f64>,
-}
-
-impl Row {
-    pub(crate) fn new(
-        metric: &'static str,
-        value: f64,
-        unit: &'static str,
-        baseline: f64,
-        baseline_what: &'static str,
-        budget: Option<f64>,
-    ) -> Self {
-        Self {
-            metric,
-            value,
-            unit,
-            baseline,
-            baseline_what,
-            budget,
-        }
-    }
-}
-
-pub(crate) fn print_table(title: &str, rows: &[Row]) {
-    println!();
-    println!("{title}");
-    println!(
-        "{:<36} {:>10} {:>10} {:>8}  {:<12} baseline",
-        "metric", "ship", "baseline", "ratio", "budget"
-    );
-    for r in rows {
-        let ratio = match r.value / r.baseline {
-            x if !x.is_finite() => "-".to_owned(),
-            x if x < 0.1 => format!("{x:.4}x"),
-            x => format!("{x:.2}x"),
-        };
-        let budget = match r.budget {
-            Some(b) if r.value < b => format!("< {b:.1} {} ok", r.unit),
-            Some(b) => format!("< {b:.1} {} OVER", r.unit),
-            None => String::new(),
-        };
-        println!(
-            "{:<36} {:>7.2} {:<2} {:>7.2} {:<2} {:>8}  {:<12} {}",
-            r.metric, r.value, r.unit, r.baseline, r.unit, ratio, budget, r.baseline_what
+    if !poll_health(
+        addr,
+        None,
+        Duration::from_millis(100),
+        Duration::from_secs(30),
+    ) {
+        let logs = capture(Command::new("docker").args(["logs", &agent.id])).unwrap_or_default();
+        bail!(
+            "the agent in container {} did not become healthy within 30 s: {logs}",
+            agent.id
         );
     }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -388,108 +262,6 @@ impl Drop for Container {
     }
 }
 
-/// A minimal keep-alive HTTP/1.1 client (no dependencies): enough to time round trips.
-#[derive(Debug)]
-struct Http {
-    addr: String,
-    conn: BufReader<TcpStream>,
-}
-
-impl Http {
-    fn connect(addr: &str) -> anyhow::Result<Self> {
-        let stream =
-            TcpStream::connect(addr).with_context(|| format!("could not connect to {addr}"))?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        Ok(Self {
-            addr: addr.to_owned(),
-            conn: BufReader::new(stream),
-        })
-    }
-
-    /// POSTs JSON and fails unless the answer is 200 with `"success":true`.
-    fn post_ok(&mut self, path: &str, sid: &str, body: &str) -> anyhow::Result<()> {
-        let (status, text) = self.request("POST", path, Some(sid), Some(body))?;
-        ensure!(
-            status == 200 && text.contains("\"success\":true"),
-            "POST {path} {body} answered {status}: {text}"
-        );
-        Ok(())
-    }
-
-    fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        sid: Option<&str>,
-        body: Option<&str>,
-    ) -> anyhow::Result<(u16, String)> {
-        let body = body.unwrap_or("");
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
-        if let Some(sid) = sid {
-            req.push_str(&format!("X-SESSION-ID: {sid}\r\n"));
-        }
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ));
-        self.conn
-            .get_mut()
-            .write_all(req.as_bytes())
-            .context("could not send the request")?;
-
-        let mut line = String::new();
-        self.conn
-            .read_line(&mut line)
-            .context("could not read the status line")?;
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("bad status line {line:?}"))?;
-        let (mut length, mut chunked) = (None, false);
-        loop {
-            line.clear();
-            self.conn
-                .read_line(&mut line)
-                .context("could not read a header")?;
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = header.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse::<usize>().ok();
-                } else if k.eq_ignore_ascii_case("transfer-encoding") {
-                    chunked = v.to_ascii_lowercase().contains("chunked");
-                }
-            }
-        }
-        let mut data = Vec::new();
-        if chunked {
-            loop {
-                line.clear();
-                self.conn.read_line(&mut line)?;
-                let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                    .with_context(|| format!("bad chunk size {line:?}"))?;
-                let mut chunk = vec![0; size + 2];
-                self.conn.read_exact(&mut chunk)?;
-                if size == 0 {
-                    break;
-                }
-                data.extend_from_slice(&chunk[..size]);
-            }
-        } else {
-            let length = length.context("response without Content-Length")?;
-            data.resize(length, 0);
-            self.conn
-                .read_exact(&mut data)
-                .context("could not read the body")?;
-        }
-        Ok((status, String::from_utf8_lossy(&data).into_owned()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,18 +276,5 @@ mod tests {
             Some((7.7 * 1024.0 * 1024.0 * 1024.0) as u64)
         );
         assert_eq!(parse_size("n/a"), None);
-    }
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let times: Vec<Duration> = (1..=200).rev().map(Duration::from_millis).collect();
-        let s = stats(times);
-        assert_eq!(s.median, Duration::from_millis(100));
-        assert_eq!(s.p99, Duration::from_millis(198));
-        let one = stats(vec![Duration::from_millis(7)]);
-        assert_eq!(
-            (one.median, one.p99),
-            (Duration::from_millis(7), Duration::from_millis(7))
-        );
     }
 }

@@ -10,53 +10,19 @@
 
 use std::fs;
 use std::io::Write;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 
-use crate::bench::{Row, print_table};
-use crate::cmd;
+use super::server::{self, BayServer, TOKEN};
+use super::{Row, mb, print_table};
 use crate::ship_image::{self, Flavour, capture};
 
-const TOKEN: &str = "bench-transfer-token";
 const SESSION: &str = "bench-transfer";
-
-/// bay-server running for the benchmark; stopped and cleaned up on drop.
-struct Bay {
-    child: Child,
-    base: String,
-    network: String,
-    dir: PathBuf,
-    ship: Option<String>,
-}
-
-impl Drop for Bay {
-    fn drop(&mut self) {
-        if let Some(id) = self.ship.take() {
-            let _ = curl(
-                &self.base,
-                &["-X", "DELETE"],
-                &format!("/ship/{id}/permanent"),
-            );
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        cmd::succeeds(Command::new("docker").args(["network", "rm", &self.network]));
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// Runs curl against Bay with the token and session; returns (status, body).
 fn curl(base: &str, args: &[&str], path: &str) -> anyhow::Result<(u16, String)> {
@@ -80,30 +46,18 @@ fn json_field(body: &str, key: &str) -> Option<String> {
     Some(body[at..].split('"').next()?.to_owned())
 }
 
-fn rss_kb(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// Samples the peak RSS of `pid` while `f` runs; returns f's duration and the peak (bytes).
 fn timed_with_peak(
     pid: u32,
     f: impl FnOnce() -> anyhow::Result<()>,
 ) -> anyhow::Result<(Duration, u64)> {
-    let peak = Arc::new(AtomicU64::new(rss_kb(pid)));
+    let peak = Arc::new(AtomicU64::new(super::rss(pid)));
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
         let (peak, done) = (peak.clone(), done.clone());
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_kb(pid), Ordering::Relaxed);
+                peak.fetch_max(super::rss(pid), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(20));
             }
         })
@@ -114,7 +68,7 @@ fn timed_with_peak(
     done.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     result?;
-    Ok((took, peak.load(Ordering::Relaxed) * 1024))
+    Ok((took, peak.load(Ordering::Relaxed)))
 }
 
 fn make_file(path: &Path, mb: u64) -> anyhow::Result<()> {
@@ -137,56 +91,18 @@ pub fn run(image: &str, size_mb: u64) -> anyhow::Result<()> {
         eprintln!("==> image {image} is missing: building it");
         ship_image::build(&[(Flavour::for_tag(image), image.to_owned())], false)?;
     }
-    eprintln!("==> building bay-server (release)");
-    cmd::run(cmd::cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "bay-server",
-        "--bin",
-        "bay-server",
-    ]))?;
-    let binary = cmd::target_dir().join("release").join("bay-server");
-
-    let dir = std::env::temp_dir().join(format!("bay-bench-transfer-{}", std::process::id()));
-    fs::create_dir_all(&dir)?;
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let network = format!("bay-bench-{}", std::process::id());
-    let child = Command::new(&binary)
-        .arg("serve")
-        .current_dir(&dir)
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("ACCESS_TOKEN", TOKEN)
-        .env("DATABASE_URL", format!("sqlite://{}/bay.db", dir.display()))
-        .env("CONTAINER_DRIVER", "docker-host")
-        .env("DOCKER_IMAGE", image)
-        .env("DOCKER_NETWORK", &network)
-        .env("MAX_UPLOAD_SIZE", ((size_mb + 1) << 20).to_string())
-        .env("LOG_LEVEL", "warn")
-        .stdin(Stdio::null())
-        .spawn()
-        .context("could not start bay-server")?;
-    let pid = child.id();
-    let mut bay = Bay {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        network,
-        dir: dir.clone(),
-        ship: None,
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !matches!(curl(&bay.base, &[], "/health"), Ok((200, _))) {
-        ensure!(
-            Instant::now() < deadline,
-            "bay-server did not answer /health within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-
+    let binary = server::build()?;
+    let mut bay = BayServer::start(
+        &binary,
+        "transfer",
+        image,
+        &[("MAX_UPLOAD_SIZE", ((size_mb + 1) << 20).to_string())],
+    )?;
+    let base = format!("http://{}", bay.addr);
+    let pid = bay.pid();
     eprintln!("==> creating a ship");
     let (status, body) = curl(
-        &bay.base,
+        &base,
         &[
             "-H",
             "Content-Type: application/json",
@@ -197,7 +113,7 @@ pub fn run(image: &str, size_mb: u64) -> anyhow::Result<()> {
     )?;
     ensure!(status == 201, "POST /ship answered {status}: {body}");
     let id = json_field(&body, "id").context("no ship id")?;
-    bay.ship = Some(id.clone());
+    bay.track(&id);
     let agent = json_field(&body, "ip_address").context("no ship address")?;
     let container = json_field(&body, "container_id").context("no container id")?;
     let env = capture(Command::new("docker").args([
@@ -212,17 +128,17 @@ pub fn run(image: &str, size_mb: u64) -> anyhow::Result<()> {
         .context("the ship has no SHIP_AUTH_TOKEN")?
         .to_owned();
 
-    let file = dir.join("payload.bin");
+    let file = bay.dir().join("payload.bin");
     eprintln!("==> writing a {size_mb} MB file");
     make_file(&file, size_mb)?;
     let form = format!("file=@{}", file.display());
     std::thread::sleep(Duration::from_secs(1));
-    let idle = rss_kb(pid) * 1024;
+    let idle = super::rss(pid);
 
     eprintln!("==> upload through Bay, then straight to the agent");
     let (up_bay, up_peak) = timed_with_peak(pid, || {
         let (s, b) = curl(
-            &bay.base,
+            &base,
             &["-F", &form, "-F", "file_path=bench/through-bay.bin"],
             &format!("/ship/{id}/upload"),
         )?;
@@ -248,7 +164,7 @@ pub fn run(image: &str, size_mb: u64) -> anyhow::Result<()> {
     eprintln!("==> download through Bay, then straight from the agent");
     let (down_bay, down_peak) = timed_with_peak(pid, || {
         let (s, b) = curl(
-            &bay.base,
+            &base,
             &["-o", "/dev/null"],
             &format!("/ship/{id}/download?file_path=bench/through-bay.bin"),
         )?;
@@ -270,7 +186,6 @@ pub fn run(image: &str, size_mb: u64) -> anyhow::Result<()> {
     })?;
 
     let mbps = |d: Duration| size_mb as f64 / d.as_secs_f64();
-    let mb = |b: u64| b as f64 / 1_000_000.0;
     let rows = [
         Row::new(
             "upload throughput through Bay",
