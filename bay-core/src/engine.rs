@@ -72,10 +72,14 @@ pub fn volume_names(ship_id: &str) -> [String; 2] {
     ]
 }
 
+/// The variable that carries a ship's bearer token (a Kubernetes driver takes it from a
+/// Secret instead of a plain value).
+pub const AUTH_TOKEN_ENV: &str = "SHIP_AUTH_TOKEN";
+
 /// The agent's environment (`KEY=value`) for a ship listening on `port`.
 pub fn agent_env(req: &ShipContainerRequest, port: u16) -> Vec<String> {
     vec![
-        format!("SHIP_AUTH_TOKEN={}", req.auth_token),
+        format!("{AUTH_TOKEN_ENV}={}", req.auth_token),
         format!("SHIP_ID={}", req.ship_id),
         format!("TTL={}", req.ttl),
         format!("SHIP_PORT={port}"),

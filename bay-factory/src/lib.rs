@@ -6,7 +6,7 @@
 //!
 //! Each driver sits behind an additive cargo feature (`docker`, `podman`, `kube`, all on by
 //! default; bay-server and bay-cli forward features of the same names). A driver left out of the
-//! build, or not implemented yet, gives a clear error, never a panic or a silent fallback.
+//! build gives a clear error, never a panic or a silent fallback.
 //!
 //! [`db_lock`] is the other thing both binaries share: the advisory lock that keeps two
 //! processes from running bay-core's background work on one database.
@@ -24,9 +24,6 @@ pub enum FactoryError {
     /// The driver's feature was not compiled in.
     #[error("bay was built without the {0} driver (enable the cargo feature `{1}`)")]
     NotBuilt(&'static str, &'static str),
-    /// The driver exists as a crate but is not implemented yet.
-    #[error("the {0} driver is not implemented yet; use CONTAINER_DRIVER=docker or docker-host")]
-    NotImplemented(&'static str),
     /// The driver could not be constructed.
     #[error("cannot set up the {driver} driver: {reason}")]
     Setup {
@@ -77,8 +74,13 @@ fn podman(_config: &Config) -> Result<Arc<dyn ContainerDriver>, FactoryError> {
 }
 
 #[cfg(feature = "kube")]
-fn kube(_config: &Config) -> Result<Arc<dyn ContainerDriver>, FactoryError> {
-    Err(FactoryError::NotImplemented("kubernetes"))
+fn kube(config: &Config) -> Result<Arc<dyn ContainerDriver>, FactoryError> {
+    let driver =
+        bay_driver_kube::KubeDriver::from_config(config).map_err(|e| FactoryError::Setup {
+            driver: config.container_driver.as_str(),
+            reason: e.to_string(),
+        })?;
+    Ok(Arc::new(driver))
 }
 
 #[cfg(not(feature = "kube"))]
@@ -90,11 +92,30 @@ fn kube(_config: &Config) -> Result<Arc<dyn ContainerDriver>, FactoryError> {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "kube")]
     #[test]
-    fn unimplemented_drivers_say_so() {
+    fn kubernetes_builds_the_kube_driver() {
+        let config = Config::from_pairs([("CONTAINER_DRIVER", "kubernetes")]).unwrap();
+        let driver = build_driver(&config).unwrap();
+        assert!(format!("{driver:?}").contains("KubeDriver"), "{driver:?}");
+        let bad = Config::from_pairs([
+            ("CONTAINER_DRIVER", "kubernetes"),
+            ("KUBE_IMAGE_PULL_POLICY", "sometimes"),
+        ])
+        .unwrap();
+        let err = build_driver(&bad).unwrap_err().to_string();
+        assert!(err.contains("KUBE_IMAGE_PULL_POLICY"), "{err}");
+    }
+
+    #[cfg(not(feature = "kube"))]
+    #[test]
+    fn a_driver_left_out_says_so() {
         let config = Config::from_pairs([("CONTAINER_DRIVER", "kubernetes")]).unwrap();
         let err = build_driver(&config).unwrap_err().to_string();
-        assert!(err.contains("kubernetes"), "{err}");
+        assert!(
+            err.contains("kubernetes") && err.contains("`kube`"),
+            "{err}"
+        );
     }
 
     #[cfg(feature = "podman")]

@@ -4,8 +4,10 @@
 //! published Python SDK (`shipyard-python-sdk` from PyPI, in a venv the test creates).
 //!
 //! Every ship and network the tests create is removed at the end, even on failure.
-//! [`podman`] runs `bay-server` with `CONTAINER_DRIVER=podman-host` the same way.
+//! [`podman`] runs `bay-server` with `CONTAINER_DRIVER=podman-host` the same way, and
+//! [`kubernetes`] with `CONTAINER_DRIVER=kubernetes` on the test cluster.
 
+mod kubernetes;
 mod podman;
 
 mod isolation;

@@ -1,0 +1,192 @@
+//! End to end with Kubernetes: the real `bay-server` binary with `CONTAINER_DRIVER=kubernetes`
+//! against the single-node cluster `cargo xtask test` starts (`BAY_TEST_KUBECONFIG`,
+//! `BAY_TEST_KUBE_NAMESPACE`; or `cargo xtask with-kube -- …`): a ship is a Pod reached by its
+//! IP, runs shell and Python, is restored with its files from its PVC, and a permanent delete
+//! removes the PVC. Fails (never skips) without the cluster. Everything of the test's ships is
+//! deleted at the end, even on failure.
+
+use std::process::{Command, Stdio};
+
+use reqwest::Method as M;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use super::{Api, Bay, Engine, image};
+
+/// The test cluster's kubeconfig and namespace.
+fn cluster() -> (String, String) {
+    let get = |var: &str| {
+        std::env::var(var).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| {
+            panic!(
+                "{var} is not set: this test needs the real single-node Kubernetes; run it with \
+                 `cargo xtask test`, or `cargo xtask with-kube -- cargo nextest run -p \
+                 bay-server --test e2e kubernetes`"
+            )
+        })
+    };
+    (get("BAY_TEST_KUBECONFIG"), get("BAY_TEST_KUBE_NAMESPACE"))
+}
+
+fn kubectl(args: &[&str]) -> std::process::Output {
+    let (kubeconfig, namespace) = cluster();
+    Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--namespace", &namespace])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("kubectl runs")
+}
+
+/// Deletes the Pods, PVCs and Secrets of the ships it names when dropped.
+struct Ships(Vec<String>);
+
+impl Drop for Ships {
+    fn drop(&mut self) {
+        for id in &self.0 {
+            let _ = kubectl(&[
+                "delete",
+                "pods,persistentvolumeclaims,secrets",
+                "-l",
+                &format!("{}={id}", bay_core::engine::LABEL_SHIP_ID),
+                "--ignore-not-found",
+                "--wait=true",
+                "--timeout=120s",
+            ]);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubernetes_runs_shell_and_python_in_a_pod() {
+    let (kubeconfig, namespace) = cluster();
+    // The node's kubelet uses the local Docker Engine, so the image is checked there.
+    let bay = Bay::start_with(
+        Engine::Docker,
+        "e2e-kube",
+        &image(),
+        &[
+            ("CONTAINER_DRIVER", "kubernetes"),
+            ("KUBE_CONFIG_PATH", &kubeconfig),
+            ("KUBE_NAMESPACE", &namespace),
+            ("KUBE_IMAGE_PULL_POLICY", "Never"),
+            ("KUBE_PVC_SIZE", "200Mi"),
+            ("SHIP_HEALTH_CHECK_TIMEOUT", "180"),
+            ("MAX_SHIP_NUM", "2"),
+        ],
+    );
+    let api = Api::new(&bay.url);
+    let mut ships = Ships(Vec::new());
+
+    let (s, ship) = api
+        .json(
+            M::POST,
+            "/ship",
+            Some("alice"),
+            Some(json!({"ttl": 600, "spec": {"cpus": 0.25, "memory": "256m"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{ship}");
+    let id = ship["id"].as_str().unwrap().to_owned();
+    ships.0.push(id.clone());
+    assert_eq!(ship["status"], 1);
+    let pod = ship["container_id"].as_str().unwrap().to_owned();
+    assert_eq!(pod, format!("ship-{id}"));
+    let ip = ship["ip_address"].as_str().unwrap();
+    assert!(
+        ip.parse::<std::net::IpAddr>().is_ok(),
+        "a Pod IP (network mode): {ship}"
+    );
+    let limits = kubectl(&[
+        "get",
+        "pod",
+        &pod,
+        "-o",
+        "jsonpath={.spec.containers[0].resources.limits.memory}",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&limits.stdout).trim(),
+        "256Mi",
+        "`256m` reached Kubernetes as mebibytes"
+    );
+
+    let out = api
+        .exec(
+            &id,
+            "alice",
+            "shell/exec",
+            json!({"command": "echo hi > note.txt; cat note.txt; id -u"}),
+        )
+        .await;
+    assert_eq!(out["return_code"], 0, "{out}");
+    let stdout = out["stdout"].as_str().unwrap();
+    assert!(stdout.starts_with("hi\n"), "{out}");
+    assert_ne!(stdout.lines().nth(1), Some("0"), "never root: {out}");
+    let out = api
+        .exec(
+            &id,
+            "alice",
+            "ipython/exec",
+            json!({"code": "x = 20\nx + 22"}),
+        )
+        .await;
+    assert_eq!(out["output"]["text"], "42", "{out}");
+
+    // Soft delete removes the Pod and keeps the PVC; /start restores the files.
+    let resp = api
+        .req(M::DELETE, &format!("/ship/{id}"), None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert!(kubectl(&["get", "pvc", &pod]).status.success(), "PVC kept");
+    let (s, started) = api
+        .json(
+            M::POST,
+            &format!("/ship/{id}/start"),
+            Some("alice"),
+            Some(json!({"ttl": 600})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{started}");
+    let out = api
+        .exec(
+            &id,
+            "alice",
+            "shell/exec",
+            json!({"command": "cat note.txt"}),
+        )
+        .await;
+    assert_eq!(
+        out["stdout"].as_str().map(str::trim),
+        Some("hi"),
+        "files survive the restore: {out}"
+    );
+    let (s, logs) = api
+        .json(M::GET, &format!("/ship/logs/{id}?tail=20"), None, None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{logs}");
+
+    // Permanent delete removes the PVC too.
+    let resp = api
+        .req(M::DELETE, &format!("/ship/{id}/permanent"), None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let left = kubectl(&[
+        "get",
+        "pods,persistentvolumeclaims,secrets",
+        "-l",
+        &format!("{}={id}", bay_core::engine::LABEL_SHIP_ID),
+        "-o",
+        "jsonpath={range .items[*]}{.kind}/{.metadata.name} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+    ]);
+    let left = String::from_utf8_lossy(&left.stdout);
+    assert!(
+        left.lines()
+            .all(|l| l.trim().is_empty() || l.split_whitespace().nth(1).is_some()),
+        "everything of the ship is gone or being deleted: {left}"
+    );
+}
