@@ -18,8 +18,8 @@
 //! the default kubeconfig. Only namespace-scoped permissions are used (see `deploy/k8s/`).
 //!
 //! Supported clusters: the driver uses only core/v1 Pods, PVCs, Secrets, logs, list and
-//! watch, through kube 5 and k8s-openapi 0.29 (feature `earliest`); it is tested against a
-//! real Kubernetes v1.20.2 and works with every later version.
+//! watch, through kube 5 and k8s-openapi 0.29 (feature `earliest`), so it targets Kubernetes
+//! v1.20 and later; so far it is tested against a simulated API server only.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

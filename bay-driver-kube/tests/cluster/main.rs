@@ -149,6 +149,7 @@ async fn healthy(ip: String) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a real cluster (BAY_TEST_KUBECONFIG); the cluster set-up of `cargo xtask test` has not landed yet: run with `cargo nextest run --run-ignored all` against a cluster"]
 async fn lifecycle_on_a_real_cluster() {
     let run = Run::new();
     let driver = run.driver();
@@ -233,6 +234,7 @@ async fn lifecycle_on_a_real_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a real cluster (BAY_TEST_KUBECONFIG); the cluster set-up of `cargo xtask test` has not landed yet: run with `cargo nextest run --run-ignored all` against a cluster"]
 async fn the_manifests_are_accepted_by_the_cluster() {
     let (_, namespace) = cluster();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/k8s");

@@ -59,6 +59,7 @@ impl Drop for Ships {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a real cluster (BAY_TEST_KUBECONFIG); the cluster set-up of `cargo xtask test` has not landed yet: run with `cargo nextest run --run-ignored all` against a cluster"]
 async fn kubernetes_runs_shell_and_python_in_a_pod() {
     let (kubeconfig, namespace) = cluster();
     // The node's kubelet uses the local Docker Engine, so the image is checked there.
