@@ -16,21 +16,19 @@ use bay_core::engine::{
     NO_NEW_PRIVILEGES, container_name, volume_names,
 };
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerSummaryStateEnum, EndpointSettings,
-    HostConfig, Mount, MountType, NetworkCreateRequest, NetworkingConfig, PortBinding,
-    ResourcesUlimits, VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig, Mount, MountType,
+    NetworkCreateRequest, NetworkingConfig, PortBinding, ResourcesUlimits, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
-    WaitContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::StreamExt;
 use tracing::{debug, info, warn};
 
-use crate::errors;
 use crate::settings::{Mode, PodmanSettings};
+use crate::{errors, raw};
 
 /// Upper bound of the bytes [`ContainerDriver::get_container_logs`] returns (the end is kept).
 const MAX_LOG_BYTES: usize = 16 << 20;
@@ -669,33 +667,80 @@ impl ContainerDriver for PodmanDriver {
     }
 
     async fn list_managed(&self) -> DriverResult<Vec<ManagedContainer>> {
+        // Raw JSON, not bollard's typed list: Podman reports states bollard's enum rejects
+        // (`stopped`), and one such container would fail the whole list.
         let docker = self.client().await?;
-        let filters = HashMap::from([("label", vec![engine::managed_filter()])]);
-        let options = ListContainersOptionsBuilder::new()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let list = docker
-            .list_containers(Some(options))
+        let socket = self.settings.socket()?;
+        let v = docker.client_version();
+        let filters = serde_json::json!({ "label": [engine::managed_filter()] }).to_string();
+        let path = format!(
+            "/v{}.{}/containers/json?all=true&filters={}",
+            v.major_version,
+            v.minor_version,
+            percent_encoding::utf8_percent_encode(&filters, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let list = raw::get_json(socket, &path, self.settings.request_timeout)
             .await
-            .map_err(|e| errors::map("managed containers", e))?;
-        Ok(list
-            .into_iter()
-            .filter_map(|c| {
-                let ship_id = engine::ship_id_of(c.labels.as_ref()?)?.to_owned();
-                Some(ManagedContainer {
-                    container_id: c.id?,
-                    ship_id,
-                    running: c.state == Some(ContainerSummaryStateEnum::RUNNING),
-                })
-            })
-            .collect())
+            .map_err(|e| errors::map_raw("managed containers", e))?;
+        managed_ships(&list)
     }
+}
+
+/// The ship containers in a container list answer (pure: unit-tested). Only `running` counts
+/// as running; any other state, including ones Docker does not know, is "not running".
+pub(crate) fn managed_ships(list: &serde_json::Value) -> DriverResult<Vec<ManagedContainer>> {
+    let items = list.as_array().ok_or_else(|| {
+        DriverError::Engine(format!(
+            "podman's container list is not a JSON array: {list}"
+        ))
+    })?;
+    Ok(items
+        .iter()
+        .filter_map(|c| {
+            let labels: HashMap<String, String> =
+                serde_json::from_value(c.get("Labels")?.clone()).ok()?;
+            Some(ManagedContainer {
+                container_id: c.get("Id")?.as_str()?.to_owned(),
+                ship_id: engine::ship_id_of(&labels)?.to_owned(),
+                running: c.get("State").and_then(|s| s.as_str()) == Some("running"),
+            })
+        })
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn managed_ships_reads_podman_states_docker_does_not_know() {
+        let list = serde_json::json!([
+            {"Id": "a", "State": "running", "Labels": {"bay.managed": "true", "bay.ship-id": "s1"}},
+            {"Id": "b", "State": "stopped", "Labels": {"bay.managed": "true", "bay.ship-id": "s2"}},
+            {"Id": "c", "State": "exited", "Labels": {"bay.managed": "true", "bay.ship-id": "s3"}},
+            {"Id": "d", "State": "running",
+             "Labels": {"bay.managed": "true", "bay.ship-id": "s4", "bay.helper": "rm-ship-data"}},
+            {"Id": "e", "State": "running", "Labels": null},
+            {"State": "running", "Labels": {"bay.managed": "true", "bay.ship-id": "s6"}}
+        ]);
+        let got: Vec<_> = managed_ships(&list)
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.container_id, m.ship_id, m.running))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a".to_owned(), "s1".to_owned(), true),
+                ("b".to_owned(), "s2".to_owned(), false),
+                ("c".to_owned(), "s3".to_owned(), false),
+            ]
+        );
+        assert!(matches!(
+            managed_ships(&serde_json::json!({"message": "x"})),
+            Err(DriverError::Engine(_))
+        ));
+    }
     use bay_core::model::EffectiveSpec;
     use bollard::models::NetworkSettings;
 

@@ -70,6 +70,18 @@ pub(crate) fn map(what: &str, e: BollardError) -> DriverError {
     }
 }
 
+/// Maps a failed raw request about `what` to a [`DriverError`], like [`map`].
+pub(crate) fn map_raw(what: &str, e: crate::raw::RawError) -> DriverError {
+    use crate::raw::RawError;
+    match e {
+        RawError::NoAnswer(m) => DriverError::Unavailable(format!("{what}: {m}")),
+        RawError::Answer(404, _) => DriverError::NotFound(what.to_owned()),
+        RawError::Answer(status, m) => {
+            DriverError::Engine(format!("{what}: podman answered {status}: {}", m.trim()))
+        }
+    }
+}
+
 /// A one-line description, with the source chain (hyper's errors hide the cause otherwise).
 pub(crate) fn describe(e: &BollardError) -> String {
     if let BollardError::DockerResponseServerError {

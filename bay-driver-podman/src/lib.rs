@@ -26,6 +26,7 @@
 
 mod driver;
 mod errors;
+mod raw;
 mod settings;
 
 pub use driver::{PodmanDriver, image_missing};
