@@ -266,12 +266,25 @@ async fn attack_5_sessions_do_not_see_each_others_commands_or_tmp_files() -> any
             .await?
             .json();
         assert_eq!(v["success"], true, "{v}");
-        let listing = ship
-            .sh_ok(
-                a,
-                "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done 2>/dev/null",
-            )
-            .await?;
+        // The background command may not have reached `sleep` yet: list until it has (each
+        // listing is checked for the secret).
+        let mut listing = String::new();
+        for _ in 0..100 {
+            listing = ship
+                .sh_ok(
+                    a,
+                    "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done 2>/dev/null",
+                )
+                .await?;
+            assert!(
+                !listing.contains(secret),
+                "{image}: B's command text leaked: {listing}"
+            );
+            if listing.contains("sleep 60") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         assert!(
             listing.contains("sleep 60"),
             "{image}: B's process is listed: {listing}"
