@@ -15,15 +15,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let flavour = Flavour::DEFAULT;
-    let tag = flavour.default_tag();
-    if !args.no_image && !ship_image::image_exists(tag) {
-        eprintln!(
-            "==> the ship image {tag} is missing: building it (first time: about {} minutes; \
-             later runs reuse it)",
-            flavour.first_build_minutes()
-        );
-        ship_image::build_flavours(&[flavour])?;
+    let tag = Flavour::DEFAULT.default_tag();
+    if !args.no_image {
+        ship_image::ensure(tag)?;
     }
     let mut c = cmd::cargo();
     c.args(["run", "--package", "bay-server", "--bin", "bay-server"]);

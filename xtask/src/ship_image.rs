@@ -182,6 +182,21 @@ pub fn replacing_image(
     Ok(())
 }
 
+/// Builds the image `tag` (of the flavour its tag names) unless the engine has it, saying so
+/// and how long a first build takes.
+pub fn ensure(tag: &str) -> anyhow::Result<()> {
+    if image_exists(tag) {
+        return Ok(());
+    }
+    let flavour = Flavour::for_tag(tag);
+    eprintln!(
+        "==> the ship image {tag} is missing: building it (first time: about {} minutes; \
+         later runs reuse it)",
+        flavour.first_build_minutes()
+    );
+    build(&[(flavour, tag.to_owned())], false)
+}
+
 /// Whether `image` exists in the local engine.
 pub fn image_exists(image: &str) -> bool {
     cmd::succeeds(Command::new("docker").args(["image", "inspect", image]))

@@ -32,7 +32,7 @@ use super::http::Http;
 use super::server::{self, BayServer};
 use super::{Args, Budget, Row, Stats, mb, ms, print_table, stats};
 use crate::cmd;
-use crate::ship_image::{self, Flavour};
+use crate::ship_image;
 
 /// The label of every container and volume the engine baselines create.
 const LABEL: &str = "bay.bench";
@@ -192,13 +192,7 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, stop.clone())
             .context("could not install the Ctrl-C handler")?;
     }
-    if !ship_image::image_exists(&args.image) {
-        eprintln!("==> image {} is missing: building it", args.image);
-        ship_image::build(
-            &[(Flavour::for_tag(&args.image), args.image.clone())],
-            false,
-        )?;
-    }
+    ship_image::ensure(&args.image)?;
     let binary = server::build()?;
     let baselines = Baselines {
         run: std::process::id().to_string(),

@@ -14,7 +14,7 @@ use anyhow::{Context, bail, ensure};
 
 use super::http::{Http, poll_health};
 use super::{Args, Row, mb, ms, print_table, sample};
-use crate::ship_image::{self, BASE_IMAGE, Flavour, capture};
+use crate::ship_image::{self, BASE_IMAGE, capture};
 
 /// Budget of the image size: the complete runtime (`ship:latest`) stays well under the 2.06 GB
 /// of the reference image.
@@ -28,13 +28,7 @@ pub(super) fn run(args: &Args) -> anyhow::Result<()> {
         args.runs > 0 && args.baseline_runs > 0,
         "--runs and --baseline-runs must be at least 1"
     );
-    if !ship_image::image_exists(&args.image) {
-        eprintln!("==> image {} is missing: building it", args.image);
-        ship_image::build(
-            &[(Flavour::for_tag(&args.image), args.image.clone())],
-            false,
-        )?;
-    }
+    ship_image::ensure(&args.image)?;
 
     eprintln!(
         "==> starting the agent ({}) and a `sleep infinity` baseline container",
