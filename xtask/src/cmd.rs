@@ -46,6 +46,65 @@ pub fn succeeds(cmd: &mut Command) -> bool {
         .unwrap_or(false)
 }
 
+/// Runs `cmd` quietly and returns its trimmed standard output; fails with the command line and
+/// its standard error when it exits non-zero.
+pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("could not start `{}`", describe(cmd)))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed with {}: {}",
+            describe(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Installs the Debian `packages` that are not installed yet (`apt-get update` first when the
+/// install fails, e.g. on stale package lists). Idempotent: nothing runs when all are there.
+pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .map(|s| !s.ends_with("install ok installed"))
+                .unwrap_or(true)
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("installing Debian packages: {}", missing.join(" "));
+    let install = || {
+        run(Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["-o", "DPkg::Lock::Timeout=600", "install", "-y"])
+            .args(&missing))
+    };
+    if install().is_err() {
+        run(Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .arg("update"))?;
+        install().with_context(|| {
+            format!("could not install {} with apt-get (are you root?)", missing.join(" "))
+        })?;
+    }
+    Ok(())
+}
+
+/// The command a `with-…` wrapper runs (its first word the program), in the workspace root.
+pub fn wrapped_command(words: &[String]) -> anyhow::Result<Command> {
+    let (program, rest) = words.split_first().context("a command to run")?;
+    let mut command = Command::new(program);
+    command.args(rest).current_dir(workspace_root());
+    Ok(command)
+}
+
 /// A `cargo` command using the toolchain that runs xtask.
 pub fn cargo() -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
