@@ -7,6 +7,8 @@
 //! assert!(!bay_test_support::health_ok(port), "nobody listens on a port just freed");
 //! ```
 
+pub mod kube;
+
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
