@@ -1216,7 +1216,10 @@ mod tests {
             l.insert("bay.io.kubernetes".to_owned(), "x".to_owned());
             l
         });
-        assert_eq!(managed_ship(ship).map(|m| m.ship_id), Some("abc".to_owned()));
+        assert_eq!(
+            managed_ship(ship).map(|m| m.ship_id),
+            Some("abc".to_owned())
+        );
     }
 
     #[test]

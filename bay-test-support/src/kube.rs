@@ -48,7 +48,10 @@ impl Cluster {
                      -p <crate>` (it starts the cluster and sets {KUBECONFIG_VAR} and \
                      {NAMESPACE_VAR})"
                 );
-                assert!(!in_ci(), "{message} (CI=true: a missing cluster is a failure)");
+                assert!(
+                    !in_ci(),
+                    "{message} (CI=true: a missing cluster is a failure)"
+                );
                 eprintln!("\n*** SKIPPED *** {message}\n");
                 None
             }

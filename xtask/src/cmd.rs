@@ -91,7 +91,10 @@ pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive")
             .arg("update"))?;
         install().with_context(|| {
-            format!("could not install {} with apt-get (are you root?)", missing.join(" "))
+            format!(
+                "could not install {} with apt-get (are you root?)",
+                missing.join(" ")
+            )
         })?;
     }
     Ok(())

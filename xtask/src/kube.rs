@@ -91,7 +91,11 @@ const REFLECT2_DEBIAN: &str = "/usr/share/gocode/src/github.com/modern-go/reflec
 const REFLECT2_PACKAGE: &str = "golang-github-modern-go-reflect2-dev";
 const PAUSE_CFLAGS: &[&str] = &["-Os", "-Wall", "-Werror", "-static", "-DVERSION=v3.4-bay"];
 /// The sysctls the kubelet sets; read before `up`, restored by `down`.
-const SYSCTLS: &[&str] = &["vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops"];
+const SYSCTLS: &[&str] = &[
+    "vm/overcommit_memory",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+];
 /// Directories the kubelet writes outside its root directory (not configurable in v1.20).
 const LOG_DIRS: &[&str] = &["/var/log/pods", "/var/log/containers"];
 /// Stop order: the kubelet (and the provisioner) first, so that nothing recreates containers.
@@ -228,12 +232,8 @@ impl Drop for Session {
                 eprintln!("error: tearing the Kubernetes cluster down: {e:#}");
             }
         } else {
-            let _ = cmd::run(kubectl().args([
-                "delete",
-                "namespace",
-                &self.namespace,
-                "--wait=false",
-            ]));
+            let _ =
+                cmd::run(kubectl().args(["delete", "namespace", &self.namespace, "--wait=false"]));
         }
     }
 }
@@ -248,8 +248,7 @@ fn watch_signals(owned: bool) {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        else {
+        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
             eprintln!("warning: cannot watch signals; Ctrl-C may leave the cluster running");
             return;
         };
@@ -293,8 +292,7 @@ pub fn build() -> anyhow::Result<Artifacts> {
     let dsc = download_source(cache)?;
     let key = cache_key(&dsc)?;
     let out = cache.join(&key);
-    if BINARIES.iter().all(|b| out.join("bin").join(b).is_file()) && out.join("pause").is_file()
-    {
+    if BINARIES.iter().all(|b| out.join("bin").join(b).is_file()) && out.join("pause").is_file() {
         eprintln!("Kubernetes binaries cached in {}", out.display());
     } else {
         compile(cache, &dsc, &out)?;
@@ -360,7 +358,10 @@ fn download_source(cache: &Path) -> anyhow::Result<PathBuf> {
             .arg("-o")
             .arg(format!("Dir::State::Lists={}", lists.display()));
     };
-    eprintln!("downloading Debian's `kubernetes` source package (34 MB) into {}", src.display());
+    eprintln!(
+        "downloading Debian's `kubernetes` source package (34 MB) into {}",
+        src.display()
+    );
     let mut update = Command::new("apt-get");
     private(&mut update);
     cmd::run(update.arg("update"))?;
@@ -392,11 +393,8 @@ fn cache_key(dsc: &Path) -> anyhow::Result<String> {
     let mut inputs = format!("recipe {RECIPE_VERSION}\n");
     inputs.push_str(&std::fs::read_to_string(dsc).context("reading the .dsc")?);
     let go = cmd::output(Command::new("go").arg("version"))?;
-    let reflect2 = cmd::output(Command::new("dpkg-query").args([
-        "-W",
-        "-f=${Version}",
-        REFLECT2_PACKAGE,
-    ]))?;
+    let reflect2 =
+        cmd::output(Command::new("dpkg-query").args(["-W", "-f=${Version}", REFLECT2_PACKAGE]))?;
     let gcc = cmd::output(Command::new("gcc").arg("-dumpfullversion"))?;
     let _ = writeln!(
         inputs,
@@ -421,7 +419,11 @@ fn cache_key(dsc: &Path) -> anyhow::Result<String> {
 fn compile(cache: &Path, dsc: &Path, out: &Path) -> anyhow::Result<()> {
     let src = dsc.parent().context("the .dsc's directory")?;
     let orig = find_file(src, ".orig.tar.gz")?.context("the .orig.tar.gz of the source")?;
-    let key = out.file_name().context("key")?.to_string_lossy().into_owned();
+    let key = out
+        .file_name()
+        .context("key")?
+        .to_string_lossy()
+        .into_owned();
     let tree = cache.join("build").join(&key);
     if tree.exists() {
         std::fs::remove_dir_all(&tree)?;
@@ -457,7 +459,10 @@ fn compile(cache: &Path, dsc: &Path, out: &Path) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         if !text.contains(from) {
-            bail!("{} does not contain `{from}`: the patch does not apply", path.display());
+            bail!(
+                "{} does not contain `{from}`: the patch does not apply",
+                path.display()
+            );
         }
         std::fs::write(&path, text.replace(from, to))?;
     }
@@ -582,8 +587,16 @@ fn up(artifacts: &Artifacts) -> anyhow::Result<()> {
 fn start(artifacts: &Artifacts) -> anyhow::Result<()> {
     let started = Instant::now();
     let st = state();
-    for dir in ["pids", "logs", "pki", "etcd", "kubelet", "kubelet-pki", "dockershim", "volumes"]
-    {
+    for dir in [
+        "pids",
+        "logs",
+        "pki",
+        "etcd",
+        "kubelet",
+        "kubelet-pki",
+        "dockershim",
+        "volumes",
+    ] {
         std::fs::create_dir_all(st.join(dir))?;
     }
     set_mode(&st, 0o700)?;
@@ -595,8 +608,15 @@ fn start(artifacts: &Artifacts) -> anyhow::Result<()> {
         pki.join("tokens.csv"),
         format!("{token},bay-admin,bay-admin,\"system:masters\"\n"),
     )?;
-    let [etcd_port, etcd_peer, api_port, cm_port, sched_port, kubelet_port, healthz] =
-        free_ports()?;
+    let [
+        etcd_port,
+        etcd_peer,
+        api_port,
+        cm_port,
+        sched_port,
+        kubelet_port,
+        healthz,
+    ] = free_ports()?;
     write_kubeconfig(api_port, &token)?;
     let p = |f: &str| pki.join(f).display().to_string();
     let bin = |b: &str| artifacts.bin.join(b);
@@ -627,7 +647,10 @@ fn start(artifacts: &Artifacts) -> anyhow::Result<()> {
             .arg(format!("--token-auth-file={}", p("tokens.csv")))
             .arg("--service-account-issuer=https://kubernetes.default.svc")
             .arg(format!("--service-account-key-file={}", p("sa.pub")))
-            .arg(format!("--service-account-signing-key-file={}", p("sa.key")))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                p("sa.key")
+            ))
             .arg("--service-cluster-ip-range=10.0.0.0/24")
             .arg("--authorization-mode=AlwaysAllow")
             .arg("--disable-admission-plugins=ServiceAccount")
@@ -643,7 +666,10 @@ fn start(artifacts: &Artifacts) -> anyhow::Result<()> {
         Command::new(bin("kube-controller-manager"))
             .arg(format!("--kubeconfig={kubeconfig}"))
             .arg("--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle")
-            .arg(format!("--service-account-private-key-file={}", p("sa.key")))
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                p("sa.key")
+            ))
             .arg(format!("--root-ca-file={}", p("ca.crt")))
             .arg("--leader-elect=false")
             .arg("--bind-address=127.0.0.1")
@@ -683,7 +709,10 @@ fn start(artifacts: &Artifacts) -> anyhow::Result<()> {
                 "--volume-plugin-dir={}",
                 st.join("volume-plugins").display()
             ))
-            .arg(format!("--pod-infra-container-image={}", artifacts.pause_image))
+            .arg(format!(
+                "--pod-infra-container-image={}",
+                artifacts.pause_image
+            ))
             .arg("--cgroup-driver=cgroupfs")
             .arg("--fail-swap-on=false")
             .arg("--cgroups-per-qos=false")
@@ -817,8 +846,19 @@ fn certificates(pki: &Path) -> anyhow::Result<()> {
         cmd::output(Command::new("openssl").args(args).current_dir(pki)).map(|_| ())
     };
     openssl(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-        "-days", "3650", "-subj", "/CN=bay-kube-ca",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=bay-kube-ca",
     ])?;
     std::fs::write(
         pki.join("apiserver.ext"),
@@ -827,12 +867,32 @@ fn certificates(pki: &Path) -> anyhow::Result<()> {
          DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n",
     )?;
     openssl(&[
-        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "apiserver.key", "-out",
-        "apiserver.csr", "-subj", "/CN=kube-apiserver",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "apiserver.key",
+        "-out",
+        "apiserver.csr",
+        "-subj",
+        "/CN=kube-apiserver",
     ])?;
     openssl(&[
-        "x509", "-req", "-in", "apiserver.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "apiserver.crt", "-days", "3650", "-extfile",
+        "x509",
+        "-req",
+        "-in",
+        "apiserver.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "apiserver.crt",
+        "-days",
+        "3650",
+        "-extfile",
         "apiserver.ext",
     ])?;
     openssl(&["genrsa", "-out", "sa.key", "2048"])?;
@@ -976,7 +1036,11 @@ fn alive(pid: u32, name: &str) -> bool {
         .rsplit_once(')')
         .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
     let cmdline = std::fs::read(proc.join("cmdline")).unwrap_or_default();
-    let marker = if name == "provisioner" { "provision" } else { name };
+    let marker = if name == "provisioner" {
+        "provision"
+    } else {
+        name
+    };
     !zombie && String::from_utf8_lossy(&cmdline).contains(marker)
 }
 
@@ -1077,8 +1141,8 @@ fn restore_host_state(st: &Path) -> anyhow::Result<()> {
                 for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
                     let path = entry.path();
                     if !recorded.contains(path.to_string_lossy().as_ref()) {
-                        let _ = std::fs::remove_dir_all(&path)
-                            .or_else(|_| std::fs::remove_file(&path));
+                        let _ =
+                            std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
                     }
                 }
             }
@@ -1151,11 +1215,10 @@ fn provision_once(volumes: &Path) -> anyhow::Result<()> {
         if kind == "PersistentVolume"
             && name.starts_with("bay-pv-")
             && (phase == "Released" || phase == "Failed")
+            && cmd::output(kubectl().args(["delete", "pv", &name, "--wait=false"])).is_ok()
         {
-            if cmd::output(kubectl().args(["delete", "pv", &name, "--wait=false"])).is_ok() {
-                let _ = std::fs::remove_dir_all(volumes.join(&name));
-                eprintln!("provisioner: deleted {name} (its claim is gone)");
-            }
+            let _ = std::fs::remove_dir_all(volumes.join(&name));
+            eprintln!("provisioner: deleted {name} (its claim is gone)");
         }
     }
     Ok(())

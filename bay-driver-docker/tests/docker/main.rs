@@ -704,8 +704,14 @@ async fn containers_created_by_a_kubelet_are_not_ships() {
         labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
         labels.insert(LABEL_SHIP_ID.to_owned(), ship_id.to_owned());
         if kubelet {
-            labels.insert("io.kubernetes.docker.type".to_owned(), "podsandbox".to_owned());
-            labels.insert("io.kubernetes.pod.name".to_owned(), format!("ship-{ship_id}"));
+            labels.insert(
+                "io.kubernetes.docker.type".to_owned(),
+                "podsandbox".to_owned(),
+            );
+            labels.insert(
+                "io.kubernetes.pod.name".to_owned(),
+                format!("ship-{ship_id}"),
+            );
             labels.insert("io.kubernetes.pod.namespace".to_owned(), "bay".to_owned());
         }
         let docker = docker.clone();

@@ -145,8 +145,7 @@ impl Probe for KubeProbe {
             .get("pod", container_id)
             .unwrap_or_else(|| panic!("no pod {container_id}"));
         let mut h = Hardening {
-            labels: serde_json::from_value(pod["metadata"]["labels"].clone())
-                .unwrap_or_default(),
+            labels: serde_json::from_value(pod["metadata"]["labels"].clone()).unwrap_or_default(),
             ..Hardening::default()
         };
         let out = self.run.kubectl_ok(
@@ -185,7 +184,10 @@ fn cgroup_limits_are_read_for_both_versions() {
         &mut h,
         "memory: 9223372036854771712\ncpu: -1 100000\npids: 512\n",
     );
-    assert_eq!((h.memory_bytes, h.nano_cpus, h.pids_limit), (None, None, Some(512)));
+    assert_eq!(
+        (h.memory_bytes, h.nano_cpus, h.pids_limit),
+        (None, None, Some(512))
+    );
     read_cgroup_limits(&mut h, "memory: max\ncpu: max 100000\n");
     assert_eq!((h.memory_bytes, h.nano_cpus), (None, None));
 }

@@ -164,8 +164,10 @@ async fn lifecycle_on_a_real_cluster() {
     assert_eq!(spec.trim(), format!("256Mi ALL {pod}"));
 
     // Data survives a stop and a restore.
-    run.kubectl_ok(&["exec", &pod, "--", "sh", "-c", "echo kept > /home/marker"],
-        "write a file",);
+    run.kubectl_ok(
+        &["exec", &pod, "--", "sh", "-c", "echo kept > /home/marker"],
+        "write a file",
+    );
     driver.stop_ship_container(&pod).await.expect("stop");
     assert!(matches!(
         driver.is_container_running(&pod).await,
@@ -179,8 +181,10 @@ async fn lifecycle_on_a_real_cluster() {
     again.auth_token = format!("{}-second", req.auth_token);
     let info = driver.create_ship_container(&again).await.expect("restore");
     assert!(healthy(info.ip_address.clone()).await);
-    let marker = run.kubectl_ok(&["exec", &pod, "--", "cat", "/home/marker"],
-        "read the file",);
+    let marker = run.kubectl_ok(
+        &["exec", &pod, "--", "cat", "/home/marker"],
+        "read the file",
+    );
     assert_eq!(marker.trim(), "kept");
 
     // Permanent delete.
@@ -190,7 +194,8 @@ async fn lifecycle_on_a_real_cluster() {
         .await
         .expect("delete data");
     assert!(!driver.ship_data_exists(&req.ship_id).await.unwrap());
-    let left = run.kubectl_ok(&[
+    let left = run.kubectl_ok(
+        &[
             "get",
             "pods,secrets",
             "-l",
@@ -198,7 +203,8 @@ async fn lifecycle_on_a_real_cluster() {
             "-o",
             "name",
         ],
-        "list leftovers",);
+        "list leftovers",
+    );
     assert!(left.trim().is_empty(), "left: {left}");
 }
 
@@ -216,8 +222,10 @@ async fn the_manifests_are_accepted_by_the_cluster() {
         let text = std::fs::read_to_string(&path).unwrap();
         if text.contains("kind: Namespace") {
             // Cluster-scoped: checked as it is.
-            cluster.kubectl_ok(&["apply", "--dry-run=server", "-f", path.to_str().unwrap()],
-                "the namespace",);
+            cluster.kubectl_ok(
+                &["apply", "--dry-run=server", "-f", path.to_str().unwrap()],
+                "the namespace",
+            );
             continue;
         }
         // The namespaced objects go into the test namespace (the `bay` one is not created by a
@@ -227,13 +235,15 @@ async fn the_manifests_are_accepted_by_the_cluster() {
         files += 1;
     }
     assert!(files >= 5, "found the manifests in {}", dir.display());
-    let out = cluster.kubectl_ok(&[
+    let out = cluster.kubectl_ok(
+        &[
             "apply",
             "--dry-run=server",
             "-f",
             tmp.path().to_str().unwrap(),
         ],
-        "kubectl apply --dry-run=server -f deploy/k8s/",);
+        "kubectl apply --dry-run=server -f deploy/k8s/",
+    );
     for object in [
         "serviceaccount/bay",
         "role.rbac.authorization.k8s.io/bay-ships",

@@ -110,7 +110,10 @@ async fn kubernetes_runs_shell_and_python_in_a_pod() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    assert!(cluster.kubectl(&["get", "pvc", &pod]).status.success(), "PVC kept");
+    assert!(
+        cluster.kubectl(&["get", "pvc", &pod]).status.success(),
+        "PVC kept"
+    );
     let (s, started) = api
         .json(
             M::POST,
