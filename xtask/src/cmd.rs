@@ -1,7 +1,7 @@
 //! Small helpers to run external commands with clear errors.
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, bail};
 
@@ -39,8 +39,8 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 
 /// Runs `cmd` and returns whether it succeeded, without echoing or failing.
 pub fn succeeds(cmd: &mut Command) -> bool {
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
@@ -50,7 +50,7 @@ pub fn succeeds(cmd: &mut Command) -> bool {
 /// its standard error when it exits non-zero.
 pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd
-        .stdin(std::process::Stdio::null())
+        .stdin(Stdio::null())
         .output()
         .with_context(|| format!("could not start `{}`", describe(cmd)))?;
     if !out.status.success() {
@@ -96,6 +96,40 @@ pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
                 missing.join(" ")
             )
         })?;
+    }
+    Ok(())
+}
+
+/// Starts `command` in a process group of its own (a Ctrl-C in the terminal reaches xtask,
+/// which stops it in order), its input closed and its output and errors written to `log`.
+pub fn spawn_logged(command: &mut Command, log: std::fs::File) -> anyhow::Result<Child> {
+    use std::os::unix::process::CommandExt as _;
+    command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("could not start `{}`", describe(command)))
+}
+
+/// Runs `from | to` (the standard output of `from` into `to`); fails naming the pipeline
+/// when either side fails.
+pub fn pipe(from: &mut Command, to: &mut Command) -> anyhow::Result<()> {
+    let line = format!("{} | {}", describe(from), describe(to));
+    eprintln!("$ {line}");
+    let mut producer = from
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `{}`", describe(from)))?;
+    let stdout = producer.stdout.take().context("the pipe's input")?;
+    let consumed = to
+        .stdin(stdout)
+        .status()
+        .with_context(|| format!("could not start `{}`", describe(to)))?;
+    let produced = producer.wait()?;
+    if !produced.success() || !consumed.success() {
+        bail!("`{line}` failed ({produced}, {consumed})");
     }
     Ok(())
 }

@@ -28,7 +28,6 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -508,34 +507,20 @@ fn compile(cache: &Path, dsc: &Path, out: &Path) -> anyhow::Result<()> {
 /// `docker import` of a one-file image holding the static pause binary.
 fn import_pause(pause: &Path, image: &str) -> anyhow::Result<()> {
     let dir = pause.parent().context("pause's directory")?;
-    eprintln!("$ tar -c pause | docker import - {image}");
-    let mut tar = Command::new("tar")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "pause"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("could not start tar")?;
-    let stdout = tar.stdout.take().context("tar's output")?;
-    let status = Command::new("docker")
-        .args([
-            "import",
-            "--change",
-            "ENTRYPOINT [\"/pause\"]",
-            "--change",
-            "LABEL bay.xtask=kube-pause",
-            "-",
-            image,
-        ])
-        .stdin(stdout)
-        .stdout(Stdio::null())
-        .status()
-        .context("could not start docker import")?;
-    let tarred = tar.wait()?;
-    if !tarred.success() || !status.success() {
-        bail!("importing the pause image failed ({tarred}, {status})");
-    }
-    Ok(())
+    cmd::pipe(
+        Command::new("tar").arg("-C").arg(dir).args(["-c", "pause"]),
+        Command::new("docker")
+            .args([
+                "import",
+                "--change",
+                "ENTRYPOINT [\"/pause\"]",
+                "--change",
+                "LABEL bay.xtask=kube-pause",
+                "-",
+                image,
+            ])
+            .stdout(Stdio::null()),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -760,13 +745,7 @@ fn spawn(name: &str, command: &mut Command) -> anyhow::Result<()> {
     let st = state();
     let log = std::fs::File::create(st.join("logs").join(format!("{name}.log")))?;
     eprintln!("starting {name}");
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("could not start {name}"))?;
+    let child = cmd::spawn_logged(command, log)?;
     std::fs::write(st.join("pids").join(name), child.id().to_string())?;
     Ok(())
 }

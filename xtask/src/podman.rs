@@ -179,23 +179,10 @@ fn load_image(image: &str) -> anyhow::Result<()> {
     if id("podman").as_deref() == Some(docker_id.as_str()) {
         return Ok(());
     }
-    eprintln!("$ docker save {image} | podman load");
-    let mut save = Command::new("docker")
-        .args(["save", image])
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("could not start `docker save`")?;
-    let stdout = save.stdout.take().context("docker save's output")?;
-    let status = Command::new("podman")
-        .args(["load", "--quiet"])
-        .stdin(stdout)
-        .status()
-        .context("could not start `podman load`")?;
-    let saved = save.wait()?;
-    if !saved.success() || !status.success() {
-        bail!("`docker save {image} | podman load` failed ({saved}, {status})");
-    }
-    Ok(())
+    cmd::pipe(
+        Command::new("docker").args(["save", image]),
+        Command::new("podman").args(["load", "--quiet"]),
+    )
 }
 
 /// `cargo xtask with-podman -- <command>`: prepares Podman as `cargo xtask test` does, runs
