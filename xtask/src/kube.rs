@@ -46,8 +46,10 @@ const CACHE_ROOT: &str = "/var/cache/bay/kubernetes";
 pub const STATE_DIR: &str = "/var/lib/bay-kube";
 /// The default StorageClass whose claims the provisioner serves.
 pub const STORAGE_CLASS: &str = "bay-local";
-/// The node's name (`--hostname-override`).
-const NODE_NAME: &str = "bay-kube-node";
+/// The node's name (`--hostname-override`), an IP: the kubelet takes it as the node's address
+/// (it refuses a loopback `--node-ip`, and the API server reaches the kubelet, for logs and
+/// exec, at that address).
+const NODE_NAME: &str = "127.0.0.1";
 /// The Debian packages the build and the cluster need.
 const PACKAGES: &[&str] = &[
     "golang-go",
@@ -675,7 +677,6 @@ fn start(artifacts: &Artifacts) -> anyhow::Result<()> {
         Command::new(bin("kubelet"))
             .arg(format!("--kubeconfig={kubeconfig}"))
             .arg(format!("--hostname-override={NODE_NAME}"))
-            .arg("--node-ip=127.0.0.1")
             .arg("--address=127.0.0.1")
             .arg(format!("--port={kubelet_port}"))
             .arg(format!("--healthz-port={healthz}"))

@@ -249,6 +249,11 @@ pub struct Target {
     /// `--pod-max-pids`, a node setting (the check then holds the engine to reporting none
     /// rather than skipping it).
     pub pids_limit: Option<i64>,
+    /// Whether a container's id is its name, the same for every container of a ship (false,
+    /// the default: engines give each container a new id). Kubernetes: the id is the Pod's
+    /// name, `ship-<id>`, so a restored ship has the id of its stopped container; the check
+    /// then holds it to exactly that (the old Pod is gone before, as the check sees).
+    pub stable_container_ids: bool,
     next: AtomicUsize,
 }
 
@@ -277,6 +282,7 @@ impl Target {
             distinct_addresses: true,
             ready_budget: Duration::from_secs(120),
             pids_limit: Some(PIDS_LIMIT),
+            stable_container_ids: false,
             next: AtomicUsize::new(0),
         }
     }
@@ -496,11 +502,19 @@ pub async fn data_kept_across_stop_and_restore(t: Target) {
     t.assert_data(&req.ship_id, true, "after stop").await;
 
     let again = t.create_ready(&req).await;
-    assert_ne!(
-        again.info.container_id, ship.info.container_id,
-        "{}: a new container",
-        t.name
-    );
+    if t.stable_container_ids {
+        assert_eq!(
+            again.info.container_id, ship.info.container_id,
+            "{}: the ship's container id",
+            t.name
+        );
+    } else {
+        assert_ne!(
+            again.info.container_id, ship.info.container_id,
+            "{}: a new container",
+            t.name
+        );
+    }
     let download = client()
         .download(&again.endpoint, SESSION, &path)
         .await

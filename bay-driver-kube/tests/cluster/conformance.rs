@@ -5,7 +5,8 @@
 //!
 //! Where Kubernetes differs, the target says so: its pids limit is `None` (a Pod spec has no
 //! pids limit; it is the kubelet's `--pod-max-pids`, a node setting, and this cluster sets
-//! none), so the check holds the engine to reporting none. Each target creates at most two
+//! none), so the check holds the engine to reporting none; its container ids are the Pods'
+//! names, `ship-<id>`, the same after a restore. Each target creates at most two
 //! ships at once: the node's CPU is what the scheduler divides (requests equal the limits).
 
 use std::collections::BTreeMap;
@@ -50,6 +51,7 @@ async fn kube() -> Option<Target> {
     target.concurrency = 2;
     target.ready_budget = Duration::from_secs(180);
     target.pids_limit = None;
+    target.stable_container_ids = true;
     Some(target)
 }
 
