@@ -240,6 +240,8 @@ impl Drop for Session {
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The components this process started: reaped by `down` (no zombies left behind).
+static CHILDREN: Mutex<Vec<std::process::Child>> = Mutex::new(Vec::new());
 static TEARDOWN: Mutex<()> = Mutex::new(());
 
 /// From now on SIGINT no longer kills xtask: the command it runs gets the terminal's SIGINT
@@ -748,6 +750,10 @@ fn spawn(name: &str, command: &mut Command) -> anyhow::Result<()> {
     eprintln!("starting {name}");
     let child = cmd::spawn_logged(command, log)?;
     std::fs::write(st.join("pids").join(name), child.id().to_string())?;
+    CHILDREN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(child);
     Ok(())
 }
 
@@ -979,6 +985,13 @@ pub fn down() -> anyhow::Result<()> {
         if let Some(pid) = recorded_pid(name) {
             stop(name, pid);
         }
+    }
+    for child in CHILDREN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter_mut()
+    {
+        let _ = child.try_wait();
     }
     if let Err(e) = unmount_under(&st) {
         errors.push(format!("{e:#}"));
