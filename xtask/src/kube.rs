@@ -30,7 +30,7 @@ use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -145,7 +145,7 @@ pub fn run_kube(args: KubeArgs) -> anyhow::Result<()> {
                 );
             }
             let artifacts = build()?;
-            watch_signals(false);
+            watch_signals();
             up(&artifacts)?;
             println!("{}", kubeconfig_path().display());
             Ok(())
@@ -199,7 +199,8 @@ impl Session {
     pub fn start() -> anyhow::Result<Self> {
         let artifacts = build()?;
         let owned = !running();
-        watch_signals(owned);
+        OWNED.store(owned, Ordering::SeqCst);
+        watch_signals();
         if owned {
             up(&artifacts)?;
         } else {
@@ -240,14 +241,19 @@ impl Drop for Session {
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Whether this process started the running cluster (and so tears it down on SIGTERM).
+static OWNED: AtomicBool = AtomicBool::new(false);
+/// The process group of a [`BackgroundBuild`] still running (0: none), ended on SIGTERM.
+static BUILD_GROUP: AtomicU32 = AtomicU32::new(0);
 /// The components this process started: reaped by `down` (no zombies left behind).
 static CHILDREN: Mutex<Vec<std::process::Child>> = Mutex::new(Vec::new());
 static TEARDOWN: Mutex<()> = Mutex::new(());
 
 /// From now on SIGINT no longer kills xtask: the command it runs gets the terminal's SIGINT
 /// and exits, and xtask tears down. On SIGTERM/SIGHUP (nothing else is told), the cluster is
-/// torn down right away (when `owned`) and xtask exits.
-fn watch_signals(owned: bool) {
+/// torn down right away (when this process started it) and xtask exits; so is a background
+/// build.
+pub fn watch_signals() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -259,7 +265,8 @@ fn watch_signals(owned: bool) {
             for signal in signals.forever() {
                 INTERRUPTED.store(true, Ordering::SeqCst);
                 if signal != SIGINT {
-                    if owned {
+                    end_group(BUILD_GROUP.load(Ordering::SeqCst));
+                    if OWNED.load(Ordering::SeqCst) {
                         let _ = down();
                     }
                     std::process::exit(128 + signal);
@@ -279,6 +286,79 @@ fn check_interrupted() -> anyhow::Result<()> {
 
 // ---------------------------------------------------------------------------------------------
 // Build
+
+/// `cargo xtask kube build` in the background (its output in a log file), so that a cold Go
+/// build overlaps the rest of `cargo xtask test` (lints, images, doc tests): the build uses less
+/// than one core on average. The Debian packages are installed first, in the foreground, so that
+/// no two apt runs meet at dpkg's lock. Ended (its whole process group) when dropped unfinished.
+#[derive(Debug)]
+pub struct BackgroundBuild {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl BackgroundBuild {
+    pub fn start() -> anyhow::Result<Self> {
+        cmd::apt_install(PACKAGES)?;
+        ensure_kubectl()?;
+        let log = cmd::target_dir().join("kube-build.log");
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        eprintln!(
+            "building Kubernetes in the background, or finding it cached (log: {})",
+            log.display()
+        );
+        let child = cmd::spawn_logged(
+            Command::new(std::env::current_exe().context("xtask's own path")?)
+                .args(["kube", "build"]),
+            file,
+        )?;
+        BUILD_GROUP.store(child.id(), Ordering::SeqCst);
+        Ok(Self { child, log })
+    }
+
+    /// Waits for the build; fails with the end of its log when it failed.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        let status = self
+            .child
+            .wait()
+            .context("waiting for the Kubernetes build")?;
+        BUILD_GROUP.store(0, Ordering::SeqCst);
+        if !status.success() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            bail!(
+                "building Kubernetes failed ({status}); the end of {}:\n{}",
+                self.log.display(),
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BackgroundBuild {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            eprintln!("stopping the background Kubernetes build");
+            end_group(self.child.id());
+            let _ = self.child.wait();
+        }
+        BUILD_GROUP.store(0, Ordering::SeqCst);
+    }
+}
+
+/// SIGTERM to the process group `group` (a [`cmd::spawn_logged`] child's id); 0: none.
+fn end_group(group: u32) {
+    if group != 0 {
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{group}")])
+            .status();
+    }
+}
 
 /// What `up` needs from the build.
 #[derive(Debug)]

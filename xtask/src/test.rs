@@ -24,6 +24,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     ensure_nextest()?;
+    // SIGINT reaches the command running; xtask then stops what it started (the background
+    // build, the cluster) as it returns.
+    crate::kube::watch_signals();
+    // A cold Go build of the cluster overlaps everything up to the tests.
+    let kube_build = crate::kube::BackgroundBuild::start()?;
     if !args.no_lint {
         cmd::run(cmd::cargo().args(["fmt", "--all", "--check"]))?;
         cmd::run(
@@ -54,6 +59,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // The Podman driver's tests and the podman-host end-to-end test talk to this service.
     let podman = crate::podman::prepare(&[Flavour::Slim.default_tag()])?;
     // The Kubernetes driver's tests and its end-to-end test use this cluster.
+    kube_build.finish()?;
     let kube = crate::kube::Session::start()?;
     let mut c = cmd::cargo();
     c.env("BAY_TEST_PODMAN_SOCKET", podman.socket());
