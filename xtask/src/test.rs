@@ -2,9 +2,9 @@
 //! formatting and lints with `-D warnings`, builds the ship images the integration tests run
 //! (`ship:latest`, the complete runtime; `ship:slim`; `ship:busybox`), prepares Podman (installed,
 //! configured, its API service on a private socket with `ship:slim` loaded: see
-//! [`crate::podman`]), starts the single-node Kubernetes cluster (built once and cached: see
-//! [`crate::kube`]), then runs every test with cargo-nextest, stops the Podman service and
-//! tears the cluster down, whatever the result.
+//! [`crate::podman`]), starts the single-node Kubernetes cluster (built once and cached, in the
+//! background from the start: see [`crate::kube`]), then runs every test with cargo-nextest,
+//! stops the Podman service and tears the cluster down, whatever the result.
 
 use crate::cmd;
 use crate::ship_image::{self, Flavour};
