@@ -924,15 +924,25 @@ impl ContainerDriver for DockerDriver {
 }
 
 /// The ship container a listed container is, if it is one (pure: unit-tested): helper
-/// containers carry `bay.managed` and the ship id too, but are not ships.
+/// containers carry `bay.managed` and the ship id too, but are not ships. Neither are the
+/// containers a kubelet's dockershim created on the same engine: it copies a Pod's labels
+/// (`bay.managed`, `bay.ship-id` of the Kubernetes driver's ships) onto them, next to its own
+/// `io.kubernetes.*` labels; they belong to the Kubernetes driver, never to this one.
 pub(crate) fn managed_ship(c: ContainerSummary) -> Option<ManagedContainer> {
-    let ship_id = engine::ship_id_of(c.labels.as_ref()?)?.to_owned();
+    let labels = c.labels.as_ref()?;
+    if labels.keys().any(|k| k.starts_with(KUBELET_LABEL_PREFIX)) {
+        return None;
+    }
+    let ship_id = engine::ship_id_of(labels)?.to_owned();
     Some(ManagedContainer {
         container_id: c.id?,
         ship_id,
         running: c.state == Some(ContainerSummaryStateEnum::RUNNING),
     })
 }
+
+/// The prefix of the labels a kubelet (dockershim) puts on the containers it creates.
+const KUBELET_LABEL_PREFIX: &str = "io.kubernetes.";
 
 #[cfg(test)]
 mod tests {
@@ -1177,6 +1187,39 @@ mod tests {
         ])))
         .expect("a ship container");
         assert_eq!((ship.ship_id.as_str(), ship.running), ("abc", true));
+    }
+
+    #[test]
+    fn containers_of_a_kubelet_are_never_ships() {
+        // What dockershim creates for a Pod `ship-abc` of the Kubernetes driver: the Pod's
+        // labels copied next to its own (sandbox and container alike).
+        let pod = |docker_type: &str| ContainerSummary {
+            id: Some("k1".into()),
+            labels: Some(HashMap::from([
+                (LABEL_MANAGED.to_owned(), "true".to_owned()),
+                (LABEL_SHIP_ID.to_owned(), "abc".to_owned()),
+                (
+                    "io.kubernetes.docker.type".to_owned(),
+                    docker_type.to_owned(),
+                ),
+                ("io.kubernetes.pod.name".to_owned(), "ship-abc".to_owned()),
+            ])),
+            state: Some(ContainerSummaryStateEnum::RUNNING),
+            ..Default::default()
+        };
+        assert_eq!(managed_ship(pod("podsandbox")), None);
+        assert_eq!(managed_ship(pod("container")), None);
+        // A Docker ship whose labels merely look alike (`bay.*` extra labels) is still one.
+        let mut ship = pod("container");
+        ship.labels = ship.labels.map(|mut l| {
+            l.retain(|k, _| !k.starts_with("io.kubernetes."));
+            l.insert("bay.io.kubernetes".to_owned(), "x".to_owned());
+            l
+        });
+        assert_eq!(
+            managed_ship(ship).map(|m| m.ship_id),
+            Some("abc".to_owned())
+        );
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! Helpers shared by the tests that run Bay's binaries (`bay-server`, `bay`) against a real
-//! container engine: bay-server's `tests/e2e` and bay-cli's `tests/cli`. A dev-dependency only.
+//! container engine: bay-server's `tests/e2e` and bay-cli's `tests/cli`; [`kube`]: the test
+//! Kubernetes cluster, for bay-driver-kube's `tests/cluster` and bay-server's
+//! `e2e/kubernetes.rs`. A dev-dependency only.
 //!
 //! ```
 //! let port = bay_test_support::free_port();
 //! assert!(port > 0);
 //! assert!(!bay_test_support::health_ok(port), "nobody listens on a port just freed");
 //! ```
+
+pub mod kube;
 
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

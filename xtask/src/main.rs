@@ -6,6 +6,7 @@
 mod bay_image;
 mod bench;
 mod cmd;
+mod kube;
 mod podman;
 mod serve;
 mod ship_image;
@@ -38,6 +39,12 @@ enum Command {
     /// Prepare Podman (install, configure, API service on a private socket, ship image loaded),
     /// run a command with `BAY_TEST_PODMAN_SOCKET` set, stop the service.
     WithPodman(podman::Args),
+    /// The single-node Kubernetes of the tests: `build`, `up` (left running), `down`, `status`.
+    Kube(kube::KubeArgs),
+    /// Start the test Kubernetes cluster (or use the one `kube up` left running), run a command
+    /// with `BAY_TEST_KUBECONFIG`, `BAY_TEST_KUBE_NAMESPACE` and `BAY_TEST_KUBE_STORAGE_CLASS`
+    /// set, tear down.
+    WithKube(kube::WithArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,5 +57,7 @@ fn main() -> anyhow::Result<()> {
         Command::BayImage(args) => bay_image::run(args),
         Command::ComposeCheck(args) => bay_image::compose_check(args),
         Command::WithPodman(args) => podman::run(args),
+        Command::Kube(args) => kube::run_kube(args),
+        Command::WithKube(args) => kube::run_with(args),
     }
 }

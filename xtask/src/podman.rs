@@ -64,23 +64,7 @@ fn ensure_installed() -> anyhow::Result<()> {
     if cmd::succeeds(Command::new("podman").arg("--version")) {
         return Ok(());
     }
-    eprintln!("podman is missing: installing Debian's podman with apt-get");
-    let install = || {
-        cmd::run(
-            Command::new("apt-get")
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .args(["install", "-y", "podman"]),
-        )
-    };
-    if install().is_err() {
-        cmd::run(
-            Command::new("apt-get")
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .arg("update"),
-        )?;
-        install().context("could not install podman with apt-get (are you root?)")?;
-    }
-    Ok(())
+    cmd::apt_install(&["podman"])
 }
 
 /// Rootful Podman sets nofile and nproc limits above what this machine allows (runc then
@@ -195,23 +179,10 @@ fn load_image(image: &str) -> anyhow::Result<()> {
     if id("podman").as_deref() == Some(docker_id.as_str()) {
         return Ok(());
     }
-    eprintln!("$ docker save {image} | podman load");
-    let mut save = Command::new("docker")
-        .args(["save", image])
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("could not start `docker save`")?;
-    let stdout = save.stdout.take().context("docker save's output")?;
-    let status = Command::new("podman")
-        .args(["load", "--quiet"])
-        .stdin(stdout)
-        .status()
-        .context("could not start `podman load`")?;
-    let saved = save.wait()?;
-    if !saved.success() || !status.success() {
-        bail!("`docker save {image} | podman load` failed ({saved}, {status})");
-    }
-    Ok(())
+    cmd::pipe(
+        Command::new("docker").args(["save", image]),
+        Command::new("podman").args(["load", "--quiet"]),
+    )
 }
 
 /// `cargo xtask with-podman -- <command>`: prepares Podman as `cargo xtask test` does, runs
@@ -225,13 +196,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let service = prepare(&[crate::ship_image::Flavour::Slim.default_tag()])?;
-    let (program, rest) = args.command.split_first().context("a command to run")?;
-    let result = cmd::run(
-        Command::new(program)
-            .args(rest)
-            .current_dir(cmd::workspace_root())
-            .env("BAY_TEST_PODMAN_SOCKET", service.socket()),
-    );
+    let mut command = cmd::wrapped_command(&args.command)?;
+    let result = cmd::run(command.env("BAY_TEST_PODMAN_SOCKET", service.socket()));
     drop(service);
     result
 }

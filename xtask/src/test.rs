@@ -2,7 +2,9 @@
 //! formatting and lints with `-D warnings`, builds the ship images the integration tests run
 //! (`ship:latest`, the complete runtime; `ship:slim`; `ship:busybox`), prepares Podman (installed,
 //! configured, its API service on a private socket with `ship:slim` loaded: see
-//! [`crate::podman`]), then runs every test with cargo-nextest and stops the Podman service.
+//! [`crate::podman`]), starts the single-node Kubernetes cluster (built once and cached, in the
+//! background from the start: see [`crate::kube`]), then runs every test with cargo-nextest,
+//! stops the Podman service and tears the cluster down, whatever the result.
 
 use crate::cmd;
 use crate::ship_image::{self, Flavour};
@@ -22,6 +24,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     ensure_nextest()?;
+    // SIGINT reaches the command running; xtask then stops what it started (the background
+    // build, the cluster) as it returns.
+    crate::kube::watch_signals();
+    // A cold Go build of the cluster overlaps everything up to the tests.
+    let kube_build = crate::kube::BackgroundBuild::start()?;
     if !args.no_lint {
         cmd::run(cmd::cargo().args(["fmt", "--all", "--check"]))?;
         cmd::run(
@@ -51,8 +58,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     // The Podman driver's tests and the podman-host end-to-end test talk to this service.
     let podman = crate::podman::prepare(&[Flavour::Slim.default_tag()])?;
+    // The Kubernetes driver's tests and its end-to-end test use this cluster.
+    kube_build.finish()?;
+    let kube = crate::kube::Session::start()?;
     let mut c = cmd::cargo();
     c.env("BAY_TEST_PODMAN_SOCKET", podman.socket());
+    kube.set_env(&mut c);
     // The images `ship-image-tests` runs (see its crate documentation).
     c.env("BAY_SHIP_IMAGE", Flavour::DEFAULT.default_tag())
         .env("BAY_SHIP_FULL_IMAGE", Flavour::Full.default_tag())
@@ -67,6 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     ]);
     c.args(&args.nextest_args);
     let result = cmd::run(&mut c);
+    drop(kube);
     drop(podman);
     result
 }

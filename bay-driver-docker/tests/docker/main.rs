@@ -682,3 +682,64 @@ async fn sigkill_during_creates_leaves_no_orphans_after_restart() {
     assert!(run.volumes().is_empty());
     bay.service.shutdown().await;
 }
+
+/// A kubelet's dockershim on the same engine copies a Pod's labels onto the containers it
+/// creates: a Pod of the Kubernetes driver (`bay.managed=true`, `bay.ship-id`) shows up in
+/// Docker with those labels next to dockershim's `io.kubernetes.*` ones. The Docker driver must
+/// not take it for one of its ships (its reconciliation would stop it); a container with the
+/// same Bay labels and no kubelet label still is one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_created_by_a_kubelet_are_not_ships() {
+    use bollard::models::ContainerCreateBody;
+    let run = Run::new();
+    let config = run.config("docker-host", &[]);
+    let driver = run.driver(&config);
+    let docker = driver.client().await.expect("docker answers");
+    let create = |ship_id: &str, kubelet: bool| {
+        let mut labels: std::collections::HashMap<String, String> = run
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
+        labels.insert(LABEL_SHIP_ID.to_owned(), ship_id.to_owned());
+        if kubelet {
+            labels.insert(
+                "io.kubernetes.docker.type".to_owned(),
+                "podsandbox".to_owned(),
+            );
+            labels.insert(
+                "io.kubernetes.pod.name".to_owned(),
+                format!("ship-{ship_id}"),
+            );
+            labels.insert("io.kubernetes.pod.namespace".to_owned(), "bay".to_owned());
+        }
+        let docker = docker.clone();
+        async move {
+            docker
+                .create_container(
+                    None::<bollard::query_parameters::CreateContainerOptions>,
+                    ContainerCreateBody {
+                        image: Some(harness::IMAGE.to_owned()),
+                        labels: Some(labels),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .expect("container created")
+                .id
+        }
+    };
+    let pod = create(&format!("k{}", run.id), true).await;
+    let ship = create(&format!("d{}", run.id), false).await;
+    let managed = driver.list_managed().await.expect("list_managed");
+    assert!(
+        !managed.iter().any(|m| m.container_id == pod),
+        "a kubelet's container listed as a Docker ship: {managed:?}"
+    );
+    let listed = managed
+        .iter()
+        .find(|m| m.container_id == ship)
+        .expect("the look-alike Docker ship is listed");
+    assert_eq!(listed.ship_id, format!("d{}", run.id));
+}

@@ -1,11 +1,14 @@
 //! The Kubernetes driver against a real cluster: the single-node Kubernetes that
-//! `cargo xtask test` (or `cargo xtask with-kube -- <command>`) starts, named by
-//! `BAY_TEST_KUBECONFIG` and `BAY_TEST_KUBE_NAMESPACE`. Without them these tests fail (they
-//! never skip) and say how to run them. Everything a test creates carries `bay.test-run=<id>`
-//! and is deleted at the end, even when the test fails.
+//! `cargo xtask test` (or `cargo xtask with-kube -- <command>`) builds and starts, named by
+//! `BAY_TEST_KUBECONFIG` and `BAY_TEST_KUBE_NAMESPACE` (see `bay_test_support::kube`). Without
+//! them these tests skip with a loud message, except under `CI=true`, where they fail.
+//! Everything a test creates carries `bay.test-run=<id>` (and its ship ids start with that id)
+//! and is deleted at the end, even when the test fails: tests running in parallel in the one
+//! namespace never see each other's ships.
+
+mod conformance;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,73 +16,53 @@ use bay_core::config::Config;
 use bay_core::driver::{ContainerDriver, ShipContainerRequest};
 use bay_core::model::EffectiveSpec;
 use bay_driver_kube::{KubeDriver, KubeSettings};
+use bay_test_support::kube::Cluster;
 
+/// The label naming a test's run.
 const RUN_LABEL: &str = "bay.test-run";
+/// The label every object of these tests carries, and its value.
+const TEST_LABEL: (&str, &str) = ("bay.test", "kube-driver");
 /// The ship image (present in the node's Docker Engine, used with pull policy `Never`).
 const IMAGE: &str = "ship:slim";
 
-/// The kubeconfig and namespace of the test cluster.
-fn cluster() -> (String, String) {
-    let get =
-        |var: &str| {
-            std::env::var(var).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| {
-            panic!(
-                "{var} is not set: these tests need the real single-node Kubernetes; run them \
-                 with `cargo xtask test`, or `cargo xtask with-kube -- cargo nextest run -p \
-                 bay-driver-kube` (it starts the cluster and sets BAY_TEST_KUBECONFIG and \
-                 BAY_TEST_KUBE_NAMESPACE)"
-            )
-        })
-        };
-    (get("BAY_TEST_KUBECONFIG"), get("BAY_TEST_KUBE_NAMESPACE"))
-}
-
-/// Runs `kubectl` on the test cluster.
-fn kubectl(args: &[&str]) -> std::process::Output {
-    let (kubeconfig, namespace) = cluster();
-    Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--namespace", &namespace])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("kubectl runs")
-}
-
-fn ok(out: &std::process::Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// One test's labels; deletes everything labelled with its run id on drop.
+/// One test's run: its id and the cluster; deletes everything labelled with its id on drop.
 struct Run {
     id: String,
+    cluster: Cluster,
 }
 
 impl Run {
-    fn new() -> Self {
+    /// `None` (the test skips, loudly) when there is no cluster outside CI.
+    fn new(test: &str) -> Option<Self> {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("info,bay_driver_kube=debug")
             .with_test_writer()
             .try_init();
-        let _ = cluster();
-        Self {
+        let cluster = Cluster::from_env(test)?;
+        Some(Self {
             id: uuid::Uuid::new_v4().simple().to_string()[..10].to_owned(),
-        }
+            cluster,
+        })
     }
 
-    fn driver(&self) -> Arc<KubeDriver> {
-        let (kubeconfig, namespace) = cluster();
+    fn kubectl_ok(&self, args: &[&str], what: &str) -> String {
+        self.cluster.kubectl_ok(args, what)
+    }
+
+    /// The labels of this run.
+    fn labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (TEST_LABEL.0.to_owned(), TEST_LABEL.1.to_owned()),
+            (RUN_LABEL.to_owned(), self.id.clone()),
+        ])
+    }
+
+    /// The driver's settings for this run, on the API server of `kubeconfig`.
+    fn settings(&self, kubeconfig: &str) -> KubeSettings {
         let config = Config::from_pairs([
             ("CONTAINER_DRIVER", "kubernetes"),
-            ("KUBE_CONFIG_PATH", kubeconfig.as_str()),
-            ("KUBE_NAMESPACE", namespace.as_str()),
+            ("KUBE_CONFIG_PATH", kubeconfig),
+            ("KUBE_NAMESPACE", self.cluster.namespace.as_str()),
             ("KUBE_IMAGE_PULL_POLICY", "Never"),
             ("KUBE_PVC_SIZE", "100Mi"),
             ("DOCKER_IMAGE", IMAGE),
@@ -87,11 +70,12 @@ impl Run {
         ])
         .expect("test configuration");
         let mut settings = KubeSettings::from_config(&config).expect("settings");
-        settings.extra_labels = BTreeMap::from([
-            ("bay.test".to_owned(), "kube-driver".to_owned()),
-            (RUN_LABEL.to_owned(), self.id.clone()),
-        ]);
-        Arc::new(KubeDriver::new(settings))
+        settings.extra_labels = self.labels();
+        settings
+    }
+
+    fn driver(&self) -> Arc<KubeDriver> {
+        Arc::new(KubeDriver::new(self.settings(&self.cluster.kubeconfig)))
     }
 
     fn request(&self, n: u32) -> ShipContainerRequest {
@@ -110,16 +94,8 @@ impl Run {
 
 impl Drop for Run {
     fn drop(&mut self) {
-        let selector = format!("{RUN_LABEL}={}", self.id);
-        let _ = kubectl(&[
-            "delete",
-            "pods,persistentvolumeclaims,secrets",
-            "-l",
-            &selector,
-            "--ignore-not-found",
-            "--wait=true",
-            "--timeout=120s",
-        ]);
+        self.cluster
+            .delete_labelled(&format!("{RUN_LABEL}={}", self.id));
     }
 }
 
@@ -149,9 +125,10 @@ async fn healthy(ip: String) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs a real cluster (BAY_TEST_KUBECONFIG); the cluster set-up of `cargo xtask test` has not landed yet: run with `cargo nextest run --run-ignored all` against a cluster"]
 async fn lifecycle_on_a_real_cluster() {
-    let run = Run::new();
+    let Some(run) = Run::new("lifecycle_on_a_real_cluster") else {
+        return;
+    };
     let driver = run.driver();
     driver.initialize().await.expect("initialize");
     let req = run.request(1);
@@ -176,21 +153,19 @@ async fn lifecycle_on_a_real_cluster() {
     let _logs = driver.get_container_logs(&pod, 20).await.expect("logs");
 
     // What the cluster made of the Pod: limits, capabilities, the token from the Secret.
-    let spec = ok(
-        &kubectl(&[
+    let spec = run.kubectl_ok(&[
             "get",
             "pod",
             &pod,
             "-o",
             "jsonpath={.spec.containers[0].resources.limits.memory} {.spec.containers[0].securityContext.capabilities.drop[0]} {.spec.containers[0].env[0].valueFrom.secretKeyRef.name}",
-        ]),
-        "get pod",
-    );
+        ],
+        "get pod",);
     assert_eq!(spec.trim(), format!("256Mi ALL {pod}"));
 
     // Data survives a stop and a restore.
-    ok(
-        &kubectl(&["exec", &pod, "--", "sh", "-c", "echo kept > /home/marker"]),
+    run.kubectl_ok(
+        &["exec", &pod, "--", "sh", "-c", "echo kept > /home/marker"],
         "write a file",
     );
     driver.stop_ship_container(&pod).await.expect("stop");
@@ -206,8 +181,8 @@ async fn lifecycle_on_a_real_cluster() {
     again.auth_token = format!("{}-second", req.auth_token);
     let info = driver.create_ship_container(&again).await.expect("restore");
     assert!(healthy(info.ip_address.clone()).await);
-    let marker = ok(
-        &kubectl(&["exec", &pod, "--", "cat", "/home/marker"]),
+    let marker = run.kubectl_ok(
+        &["exec", &pod, "--", "cat", "/home/marker"],
         "read the file",
     );
     assert_eq!(marker.trim(), "kept");
@@ -219,24 +194,26 @@ async fn lifecycle_on_a_real_cluster() {
         .await
         .expect("delete data");
     assert!(!driver.ship_data_exists(&req.ship_id).await.unwrap());
-    let left = ok(
-        &kubectl(&[
+    let left = run.kubectl_ok(
+        &[
             "get",
             "pods,secrets",
             "-l",
             &format!("bay.ship-id={}", req.ship_id),
             "-o",
             "name",
-        ]),
+        ],
         "list leftovers",
     );
     assert!(left.trim().is_empty(), "left: {left}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs a real cluster (BAY_TEST_KUBECONFIG); the cluster set-up of `cargo xtask test` has not landed yet: run with `cargo nextest run --run-ignored all` against a cluster"]
 async fn the_manifests_are_accepted_by_the_cluster() {
-    let (_, namespace) = cluster();
+    let Some(cluster) = Cluster::from_env("the_manifests_are_accepted_by_the_cluster") else {
+        return;
+    };
+    let namespace = &cluster.namespace;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/k8s");
     let tmp = tempfile::tempdir().unwrap();
     let mut files = 0;
@@ -245,8 +222,8 @@ async fn the_manifests_are_accepted_by_the_cluster() {
         let text = std::fs::read_to_string(&path).unwrap();
         if text.contains("kind: Namespace") {
             // Cluster-scoped: checked as it is.
-            ok(
-                &kubectl(&["apply", "--dry-run=server", "-f", path.to_str().unwrap()]),
+            cluster.kubectl_ok(
+                &["apply", "--dry-run=server", "-f", path.to_str().unwrap()],
                 "the namespace",
             );
             continue;
@@ -258,13 +235,13 @@ async fn the_manifests_are_accepted_by_the_cluster() {
         files += 1;
     }
     assert!(files >= 5, "found the manifests in {}", dir.display());
-    let out = ok(
-        &kubectl(&[
+    let out = cluster.kubectl_ok(
+        &[
             "apply",
             "--dry-run=server",
             "-f",
             tmp.path().to_str().unwrap(),
-        ]),
+        ],
         "kubectl apply --dry-run=server -f deploy/k8s/",
     );
     for object in [

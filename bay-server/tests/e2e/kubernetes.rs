@@ -2,66 +2,35 @@
 //! against the single-node cluster `cargo xtask test` starts (`BAY_TEST_KUBECONFIG`,
 //! `BAY_TEST_KUBE_NAMESPACE`; or `cargo xtask with-kube -- …`): a ship is a Pod reached by its
 //! IP, runs shell and Python, is restored with its files from its PVC, and a permanent delete
-//! removes the PVC. Fails (never skips) without the cluster. Everything of the test's ships is
-//! deleted at the end, even on failure.
-
-use std::process::{Command, Stdio};
+//! removes the PVC. Skips loudly without the cluster, fails without it under `CI=true`.
+//! Everything of the test's ships is deleted at the end, even on failure.
 
 use reqwest::Method as M;
 use reqwest::StatusCode;
 use serde_json::json;
 
+use bay_test_support::kube::Cluster;
+
 use super::{Api, Bay, Engine, image};
 
-/// The test cluster's kubeconfig and namespace.
-fn cluster() -> (String, String) {
-    let get = |var: &str| {
-        std::env::var(var).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| {
-            panic!(
-                "{var} is not set: this test needs the real single-node Kubernetes; run it with \
-                 `cargo xtask test`, or `cargo xtask with-kube -- cargo nextest run -p \
-                 bay-server --test e2e kubernetes`"
-            )
-        })
-    };
-    (get("BAY_TEST_KUBECONFIG"), get("BAY_TEST_KUBE_NAMESPACE"))
-}
-
-fn kubectl(args: &[&str]) -> std::process::Output {
-    let (kubeconfig, namespace) = cluster();
-    Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--namespace", &namespace])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("kubectl runs")
-}
-
 /// Deletes the Pods, PVCs and Secrets of the ships it names when dropped.
-struct Ships(Vec<String>);
+struct Ships(Cluster, Vec<String>);
 
 impl Drop for Ships {
     fn drop(&mut self) {
-        for id in &self.0 {
-            let _ = kubectl(&[
-                "delete",
-                "pods,persistentvolumeclaims,secrets",
-                "-l",
-                &format!("{}={id}", bay_core::engine::LABEL_SHIP_ID),
-                "--ignore-not-found",
-                "--wait=true",
-                "--timeout=120s",
-            ]);
+        for id in &self.1 {
+            self.0
+                .delete_labelled(&format!("{}={id}", bay_core::engine::LABEL_SHIP_ID));
         }
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs a real cluster (BAY_TEST_KUBECONFIG); the cluster set-up of `cargo xtask test` has not landed yet: run with `cargo nextest run --run-ignored all` against a cluster"]
 async fn kubernetes_runs_shell_and_python_in_a_pod() {
-    let (kubeconfig, namespace) = cluster();
+    let Some(cluster) = Cluster::from_env("kubernetes_runs_shell_and_python_in_a_pod") else {
+        return;
+    };
+    let (kubeconfig, namespace) = (cluster.kubeconfig.clone(), cluster.namespace.clone());
     // The node's kubelet uses the local Docker Engine, so the image is checked there.
     let bay = Bay::start_with(
         Engine::Docker,
@@ -78,7 +47,7 @@ async fn kubernetes_runs_shell_and_python_in_a_pod() {
         ],
     );
     let api = Api::new(&bay.url);
-    let mut ships = Ships(Vec::new());
+    let mut ships = Ships(cluster.clone(), Vec::new());
 
     let (s, ship) = api
         .json(
@@ -90,7 +59,7 @@ async fn kubernetes_runs_shell_and_python_in_a_pod() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{ship}");
     let id = ship["id"].as_str().unwrap().to_owned();
-    ships.0.push(id.clone());
+    ships.1.push(id.clone());
     assert_eq!(ship["status"], 1);
     let pod = ship["container_id"].as_str().unwrap().to_owned();
     assert_eq!(pod, format!("ship-{id}"));
@@ -99,7 +68,7 @@ async fn kubernetes_runs_shell_and_python_in_a_pod() {
         ip.parse::<std::net::IpAddr>().is_ok(),
         "a Pod IP (network mode): {ship}"
     );
-    let limits = kubectl(&[
+    let limits = cluster.kubectl(&[
         "get",
         "pod",
         &pod,
@@ -141,7 +110,10 @@ async fn kubernetes_runs_shell_and_python_in_a_pod() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    assert!(kubectl(&["get", "pvc", &pod]).status.success(), "PVC kept");
+    assert!(
+        cluster.kubectl(&["get", "pvc", &pod]).status.success(),
+        "PVC kept"
+    );
     let (s, started) = api
         .json(
             M::POST,
@@ -176,7 +148,7 @@ async fn kubernetes_runs_shell_and_python_in_a_pod() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    let left = kubectl(&[
+    let left = cluster.kubectl(&[
         "get",
         "pods,persistentvolumeclaims,secrets",
         "-l",

@@ -4,12 +4,11 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::json;
 
 use super::docker::Engine;
@@ -78,15 +77,9 @@ impl BayServer {
         for (k, v) in env {
             command.env(k, v);
         }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            // Its own process group: a Ctrl-C in the terminal reaches the benchmark, which
-            // cleans up through the server before stopping it.
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("could not start {}", binary.display()))?;
+        // Its own process group: a Ctrl-C in the terminal reaches the benchmark, which cleans
+        // up through the server before stopping it.
+        let child = crate::cmd::spawn_logged(&mut command, log)?;
         let server = Self {
             child,
             addr: format!("127.0.0.1:{port}"),
