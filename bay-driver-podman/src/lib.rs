@@ -24,12 +24,16 @@
 //! # Ok(()) }
 //! ```
 
+mod common;
+mod compat;
 mod driver;
 mod errors;
+mod libpod;
 mod raw;
 mod settings;
 
-pub use driver::{PodmanDriver, image_missing};
+pub use common::image_missing;
+pub use driver::{FIRST_COMPAT_ONLY_MAJOR, PodmanDriver, choose_api};
 pub use settings::{Mode, PodmanSettings, ROOTFUL_SOCKET, Ulimit};
 
 impl PodmanDriver {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bay_core::config::{Config, DriverKind};
+use bay_core::config::{Config, DriverKind, PodmanApi};
 use bay_core::driver::DriverError;
 use bay_core::engine::{DataLayout, PIDS_LIMIT};
 
@@ -49,6 +49,8 @@ pub struct Ulimit {
 pub struct PodmanSettings {
     /// Network or host mode.
     pub mode: Mode,
+    /// Which API to speak (`PODMAN_API`): decided from Podman's version (`auto`) or forced.
+    pub api: PodmanApi,
     /// The ship image (`DOCKER_IMAGE`); `ship:latest` and `localhost/ship:latest` both work.
     pub image: String,
     /// The network ships are attached to (`DOCKER_NETWORK`); `None` = Podman's default
@@ -108,6 +110,7 @@ impl PodmanSettings {
             .unwrap_or(32768);
         Ok(Self {
             mode,
+            api: config.podman_api,
             image: config.docker_image.clone(),
             network: config.docker_network.clone(),
             container_port: config.ship_container_port,
@@ -191,6 +194,13 @@ mod tests {
         .unwrap();
         let s = PodmanSettings::from_config(&config).unwrap();
         assert_eq!(s.socket_candidates, [PathBuf::from("/tmp/p.sock")]);
+        assert_eq!(s.api, PodmanApi::Auto);
+        let config =
+            Config::from_pairs([("CONTAINER_DRIVER", "podman"), ("PODMAN_API", "libpod")]).unwrap();
+        assert_eq!(
+            PodmanSettings::from_config(&config).unwrap().api,
+            PodmanApi::Libpod
+        );
     }
 
     #[test]
