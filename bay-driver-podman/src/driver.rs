@@ -77,8 +77,9 @@ impl PodmanDriver {
         self.compat.podman_version()
     }
 
-    /// The API path in use (`Libpod` or `Compat`), once chosen.
-    pub fn api(&self) -> Option<PodmanApi> {
+    /// The API path in use (`Libpod` or `Compat`), once chosen (by [`ContainerDriver::initialize`]
+    /// or the first call); `None` before.
+    pub fn api_path(&self) -> Option<PodmanApi> {
         self.chosen.get().map(|c| match c {
             Chosen::Compat => PodmanApi::Compat,
             Chosen::Libpod(_) => PodmanApi::Libpod,

@@ -7,6 +7,7 @@
 mod conformance;
 mod harness;
 
+use bay_core::config::PodmanApi;
 use bay_core::driver::ContainerDriver;
 use bay_core::engine::{self, LABEL_MANAGED, LABEL_SHIP_ID};
 use harness::{Run, agent_becomes_healthy, exec, inspect, podman};
@@ -25,6 +26,17 @@ async fn identity_ulimits_and_publishing(mode: &str) {
         "{:?}",
         driver.podman_version()
     );
+    // PODMAN_API=auto (the default): libpod below Podman 5, the compatible API from 5 on.
+    let major: u64 = driver
+        .podman_version()
+        .and_then(|v| v.split('.').next()?.parse().ok())
+        .expect("podman's major version");
+    let expected = if major < bay_driver_podman::FIRST_COMPAT_ONLY_MAJOR {
+        PodmanApi::Libpod
+    } else {
+        PodmanApi::Compat
+    };
+    assert_eq!(driver.api_path(), Some(expected), "podman {major}");
     let req = run.request(1);
     let info = driver.create_ship_container(&req).await.expect("create");
     let cid = info.container_id.clone();
