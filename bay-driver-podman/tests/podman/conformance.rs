@@ -18,7 +18,7 @@ use crate::harness::{Run, exec, inspect, podman};
 /// of its own; fails unless the driver really chose that path.
 async fn target(mode: &str, api: PodmanApi) -> Target {
     let run = Run::new();
-    let driver = run.driver_for(&run.config(mode, &[("PODMAN_API", api.as_str())]));
+    let driver = run.driver(mode, api);
     driver.initialize().await.expect("initialize");
     assert_eq!(
         driver.api_path(),
