@@ -284,3 +284,68 @@ async fn host_directories_keep_and_delete_data() {
     assert!(!data.join(&req.ship_id).exists());
     assert!(!driver.ship_data_exists(&req.ship_id).await.unwrap());
 }
+
+on_both_paths!(host_mode_ships_cannot_reach_each_other);
+
+/// `podman-host`: every ship is on a network of its own with Podman's `isolate` option, so a
+/// ship reaches neither another ship's IP nor its network (what `enable_icc=false` does for
+/// `docker-host`), while a ship still reaches its own agent by its own IP (the probe works).
+async fn host_mode_ships_cannot_reach_each_other(api: PodmanApi) {
+    let run = Run::new();
+    let driver = run.driver("podman-host", api);
+    driver.initialize().await.unwrap();
+    assert_api_path(&driver, api);
+    let (a, b) = (run.request(1), run.request(2));
+    let ship_a = driver.create_ship_container(&a).await.unwrap();
+    let ship_b = driver.create_ship_container(&b).await.unwrap();
+    for ship in [&ship_a, &ship_b] {
+        assert!(
+            agent_becomes_healthy(ship.ip_address.clone()).await,
+            "{ship:?}"
+        );
+    }
+    let ip_of = |container: &str, ship_id: &str| -> String {
+        let net = format!("{}-net", engine::container_name(ship_id));
+        let i = inspect(container);
+        let ip = i["NetworkSettings"]["Networks"][&net]["IPAddress"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{container} is not on its own network {net}: {i}"))
+            .to_owned();
+        assert!(!ip.is_empty(), "{net}");
+        ip
+    };
+    let ip_a = ip_of(&ship_a.container_id, &a.ship_id);
+    let ip_b = ip_of(&ship_b.container_id, &b.ship_id);
+    assert_ne!(ip_a, ip_b);
+    let connect = |from: &str, ip: &str| {
+        let script = format!(
+            "python3 -c 'import socket; socket.create_connection((\"{ip}\", 8123), timeout=3)'"
+        );
+        podman(&["exec", from, "sh", "-c", &script])
+            .status
+            .success()
+    };
+    assert!(
+        connect(&ship_a.container_id, &ip_a),
+        "a ship reaches its own agent at {ip_a}"
+    );
+    assert!(
+        !connect(&ship_a.container_id, &ip_b),
+        "ship A reached ship B at {ip_b}"
+    );
+    assert!(
+        !connect(&ship_b.container_id, &ip_a),
+        "ship B reached ship A at {ip_a}"
+    );
+    for (ship, req) in [(&ship_a, &a), (&ship_b, &b)] {
+        driver
+            .stop_ship_container(&ship.container_id)
+            .await
+            .unwrap();
+        let net = format!("{}-net", engine::container_name(&req.ship_id));
+        assert!(
+            !podman(&["network", "exists", &net]).status.success(),
+            "the ship's network {net} is removed with its container"
+        );
+    }
+}
