@@ -96,7 +96,7 @@ impl From<podman_api::Error> for Failure {
     fn from(e: podman_api::Error) -> Self {
         match e {
             podman_api::Error::Fault { code, message } => Self::Answer(code.as_u16(), message),
-            other => Self::NoAnswer(describe(&other)),
+            other => Self::NoAnswer(bay_core::driver::error_chain(&other)),
         }
     }
 }
@@ -108,21 +108,6 @@ impl From<raw::RawError> for Failure {
             raw::RawError::NoAnswer(m) => Self::NoAnswer(m),
         }
     }
-}
-
-/// A one-line description with the source chain.
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text.replace('\n', " ")
 }
 
 /// The Podman driver on the libpod API.
