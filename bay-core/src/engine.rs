@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use crate::driver::ShipContainerRequest;
+use crate::driver::{DriverError, DriverResult, ShipContainerRequest};
 
 /// Label on every ship container, ship volume and network a driver creates.
 pub const LABEL_MANAGED: &str = "bay.managed";
@@ -200,6 +200,70 @@ pub fn create_ship_dirs(root: &Path) -> std::io::Result<()> {
     make(root, 0o700)?;
     make(&root.join("home"), 0o755)?;
     make(&root.join("metadata"), 0o700)
+}
+
+/// Creates a ship's host data directories `<local>/<ship_id>` ([`create_ship_dirs`]) off the
+/// async runtime; the error names the directory.
+pub async fn prepare_ship_dirs(local: &Path, ship_id: &str) -> DriverResult<()> {
+    let root = local.join(ship_id);
+    let r = root.clone();
+    tokio::task::spawn_blocking(move || create_ship_dirs(&r))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|created| created)
+        .map_err(|e| {
+            DriverError::Engine(format!(
+                "cannot create ship data directory {}: {e}",
+                root.display()
+            ))
+        })
+}
+
+/// Whether a ship's host data directory `<local>/<ship_id>` exists.
+pub async fn ship_dirs_exist(local: &Path, ship_id: &str) -> DriverResult<bool> {
+    let dir = local.join(ship_id);
+    tokio::fs::try_exists(&dir)
+        .await
+        .map_err(|e| DriverError::Engine(format!("cannot check {}: {e}", dir.display())))
+}
+
+/// Removes a ship's host data directory `<local>/<ship_id>`; a missing one is fine. When Bay
+/// cannot remove it itself (files of session users), `helper` empties it (the driver's root
+/// helper container) and Bay removes what is left.
+pub async fn remove_ship_dirs<F, Fut>(local: &Path, ship_id: &str, helper: F) -> DriverResult<()>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = DriverResult<()>>,
+{
+    let dir = local.join(ship_id);
+    let remove = || {
+        let d = dir.clone();
+        async move {
+            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&d))
+                .await
+                .map_err(|e| DriverError::Engine(e.to_string()))
+        }
+    };
+    match remove().await? {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            tracing::info!(ship.id = %ship_id, dir = %dir.display(), error = %e,
+                "cannot remove the ship data directory myself; using a helper container");
+            helper().await?;
+            match remove().await? {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(DriverError::Engine(format!(
+                        "cannot remove {}: {e}",
+                        dir.display()
+                    )));
+                }
+                _ => {}
+            }
+        }
+    }
+    tracing::info!(ship.id = %ship_id, dir = %dir.display(), "ship data directory removed");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -223,18 +223,7 @@ impl DockerDriver {
                     warn!(ship.id = %ship_id, disk.bytes = disk,
                         "disk limit not enforced on the ship's data: SHIP_DATA_DIR host directories are bind-mounted without a quota");
                 }
-                let local_root = local.join(ship_id);
-                let root = local_root.clone();
-                tokio::task::spawn_blocking(move || engine::create_ship_dirs(&root))
-                    .await
-                    .map_err(std::io::Error::other)
-                    .and_then(|created| created)
-                    .map_err(|e| {
-                        DriverError::Engine(format!(
-                            "cannot create ship data directory {}: {e}",
-                            local_root.display()
-                        ))
-                    })?;
+                engine::prepare_ship_dirs(local, ship_id).await?;
                 Ok(engine::host_dir_mounts(&host.join(ship_id))
                     .into_iter()
                     .map(|(source, target)| mount(MountType::BIND, source, target))
@@ -822,12 +811,7 @@ impl ContainerDriver for DockerDriver {
                 }
                 Ok(false)
             }
-            DataLayout::HostDirs { local, .. } => {
-                let dir = local.join(ship_id);
-                tokio::fs::try_exists(&dir).await.map_err(|e| {
-                    DriverError::Engine(format!("cannot check {}: {e}", dir.display()))
-                })
-            }
+            DataLayout::HostDirs { local, .. } => engine::ship_dirs_exist(local, ship_id).await,
         }
     }
 
@@ -878,32 +862,10 @@ impl ContainerDriver for DockerDriver {
                 Ok(())
             }
             DataLayout::HostDirs { local, .. } => {
-                let dir = local.join(ship_id);
-                let d = dir.clone();
-                let first = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&d))
-                    .await
-                    .map_err(|e| DriverError::Engine(e.to_string()))?;
-                match first {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                    Err(e) => {
-                        info!(ship.id = %ship_id, dir = %dir.display(), error = %e,
-                            "cannot remove the ship data directory myself; using a helper container");
-                        self.remove_host_data_with_helper(ship_id).await?;
-                        let d = dir.clone();
-                        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&d) {
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                            other => other,
-                        })
-                        .await
-                        .map_err(|e| DriverError::Engine(e.to_string()))?
-                        .map_err(|e| {
-                            DriverError::Engine(format!("cannot remove {}: {e}", dir.display()))
-                        })?;
-                    }
-                }
-                info!(ship.id = %ship_id, dir = %dir.display(), "ship data directory removed");
-                Ok(())
+                engine::remove_ship_dirs(local, ship_id, || {
+                    self.remove_host_data_with_helper(ship_id)
+                })
+                .await
             }
         }
     }

@@ -2,7 +2,6 @@
 //! (Podman 5 and later, or `PODMAN_API=compat`).
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -178,17 +177,7 @@ impl CompatDriver {
                 ])
             }
             DataLayout::HostDirs { local, host } => {
-                let local_root = local.join(ship_id);
-                let root = local_root.clone();
-                tokio::task::spawn_blocking(move || engine::create_ship_dirs(&root))
-                    .await
-                    .map_err(|e| DriverError::Engine(e.to_string()))?
-                    .map_err(|e| {
-                        DriverError::Engine(format!(
-                            "cannot create ship data directory {}: {e}",
-                            local_root.display()
-                        ))
-                    })?;
+                engine::prepare_ship_dirs(local, ship_id).await?;
                 Ok(engine::host_dir_mounts(&host.join(ship_id))
                     .into_iter()
                     .map(|(source, target)| mount(MountType::BIND, source, target))
@@ -489,13 +478,6 @@ pub(crate) fn address_of(
     }
 }
 
-async fn remove_dir(dir: &Path) -> DriverResult<std::io::Result<()>> {
-    let d = dir.to_owned();
-    tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&d))
-        .await
-        .map_err(|e| DriverError::Engine(e.to_string()))
-}
-
 #[async_trait]
 impl ContainerDriver for CompatDriver {
     async fn initialize(&self) -> DriverResult<()> {
@@ -622,12 +604,7 @@ impl ContainerDriver for CompatDriver {
                 }
                 Ok(false)
             }
-            DataLayout::HostDirs { local, .. } => {
-                let dir = local.join(ship_id);
-                tokio::fs::try_exists(&dir).await.map_err(|e| {
-                    DriverError::Engine(format!("cannot check {}: {e}", dir.display()))
-                })
-            }
+            DataLayout::HostDirs { local, .. } => engine::ship_dirs_exist(local, ship_id).await,
         }
     }
 
@@ -678,27 +655,10 @@ impl ContainerDriver for CompatDriver {
                 Ok(())
             }
             DataLayout::HostDirs { local, .. } => {
-                let dir = local.join(ship_id);
-                match remove_dir(&dir).await? {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                    Err(e) => {
-                        info!(ship.id = %ship_id, dir = %dir.display(), error = %e,
-                            "cannot remove the ship data directory myself; using a helper container");
-                        self.remove_host_data_with_helper(ship_id).await?;
-                        match remove_dir(&dir).await? {
-                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                                return Err(DriverError::Engine(format!(
-                                    "cannot remove {}: {e}",
-                                    dir.display()
-                                )));
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                info!(ship.id = %ship_id, dir = %dir.display(), "ship data directory removed");
-                Ok(())
+                engine::remove_ship_dirs(local, ship_id, || {
+                    self.remove_host_data_with_helper(ship_id)
+                })
+                .await
             }
         }
     }

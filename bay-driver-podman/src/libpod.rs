@@ -232,17 +232,7 @@ impl LibpodDriver {
                 ))
             }
             DataLayout::HostDirs { local, host } => {
-                let local_root = local.join(ship_id);
-                let root = local_root.clone();
-                tokio::task::spawn_blocking(move || engine::create_ship_dirs(&root))
-                    .await
-                    .map_err(|e| DriverError::Engine(e.to_string()))?
-                    .map_err(|e| {
-                        DriverError::Engine(format!(
-                            "cannot create ship data directory {}: {e}",
-                            local_root.display()
-                        ))
-                    })?;
+                engine::prepare_ship_dirs(local, ship_id).await?;
                 Ok((
                     vec![],
                     engine::host_dir_mounts(&host.join(ship_id))
@@ -628,13 +618,6 @@ pub(crate) fn address_of(settings: &PodmanSettings, inspect: &Value) -> Result<S
     }
 }
 
-async fn remove_dir(dir: &std::path::Path) -> DriverResult<std::io::Result<()>> {
-    let d = dir.to_owned();
-    tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&d))
-        .await
-        .map_err(|e| DriverError::Engine(e.to_string()))
-}
-
 #[async_trait]
 impl ContainerDriver for LibpodDriver {
     async fn initialize(&self) -> DriverResult<()> {
@@ -758,12 +741,7 @@ impl ContainerDriver for LibpodDriver {
                 }
                 Ok(false)
             }
-            DataLayout::HostDirs { local, .. } => {
-                let dir = local.join(ship_id);
-                tokio::fs::try_exists(&dir).await.map_err(|e| {
-                    DriverError::Engine(format!("cannot check {}: {e}", dir.display()))
-                })
-            }
+            DataLayout::HostDirs { local, .. } => engine::ship_dirs_exist(local, ship_id).await,
         }
     }
 
@@ -824,27 +802,10 @@ impl ContainerDriver for LibpodDriver {
                 Ok(())
             }
             DataLayout::HostDirs { local, .. } => {
-                let dir = local.join(ship_id);
-                match remove_dir(&dir).await? {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                    Err(e) => {
-                        info!(ship.id = %ship_id, dir = %dir.display(), error = %e,
-                            "cannot remove the ship data directory myself; using a helper container");
-                        self.remove_host_data_with_helper(ship_id).await?;
-                        match remove_dir(&dir).await? {
-                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                                return Err(DriverError::Engine(format!(
-                                    "cannot remove {}: {e}",
-                                    dir.display()
-                                )));
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                info!(ship.id = %ship_id, dir = %dir.display(), "ship data directory removed");
-                Ok(())
+                engine::remove_ship_dirs(local, ship_id, || {
+                    self.remove_host_data_with_helper(ship_id)
+                })
+                .await
             }
         }
     }

@@ -253,18 +253,23 @@ async fn a_missing_socket_is_unavailable_and_named() {
     assert!(e.to_string().contains(&absent.display().to_string()), "{e}");
 }
 
+on_both_paths!(host_directories_keep_and_delete_data);
+
 /// `SHIP_DATA_DIR`: data in host directories, kept across stop, removed on delete even when
 /// the ship's users own files in it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn host_directories_keep_and_delete_data() {
+async fn host_directories_keep_and_delete_data(api: PodmanApi) {
     let run = Run::new();
     let data = run.dir.path().join("ships");
     let config = run.config(
         "podman-host",
-        &[("SHIP_DATA_DIR", &data.display().to_string())],
+        &[
+            ("SHIP_DATA_DIR", &data.display().to_string()),
+            ("PODMAN_API", api.as_str()),
+        ],
     );
     let driver = run.driver_for(&config);
     driver.initialize().await.unwrap();
+    assert_api_path(&driver, api);
     let req = run.request(1);
     let info = driver.create_ship_container(&req).await.unwrap();
     exec(
