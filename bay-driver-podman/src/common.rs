@@ -1,52 +1,19 @@
-//! What both API paths (libpod and Docker-compatible) share: which network a ship joins, the
-//! per-ship isolated networks of host mode, limits, and the missing-image error.
+//! What both API paths (libpod and Docker-compatible) share: the network a ship's address is
+//! read on, limits, the container list, and the missing-image error.
 
 use std::collections::HashMap;
 
 use bay_core::driver::{DriverError, DriverResult, ManagedContainer, ShipContainerRequest};
 use bay_core::engine;
 
-use crate::settings::{Mode, PodmanSettings};
+use crate::settings::PodmanSettings;
 
 /// Podman's default network (what ships join in network mode when `DOCKER_NETWORK` is empty).
 pub(crate) const DEFAULT_NETWORK: &str = "podman";
 
-/// The bridge option that blocks traffic between networks that carry it (netavark and CNI,
-/// Podman ≥ 4.0): every ship of host mode gets a network of its own with it.
-pub(crate) const ISOLATE_OPTION: &str = "isolate";
-
-/// The network of one ship in host mode: `ship-<id>-net`, a bridge with
-/// [`ISOLATE_OPTION`], so that a ship reaches neither another ship's IP nor its network.
-/// `None` in network mode (ships share `DOCKER_NETWORK` so that Bay can reach them by IP).
-pub(crate) fn ship_network(settings: &PodmanSettings, ship_id: &str) -> Option<String> {
-    (settings.mode == Mode::Host).then(|| format!("{}-net", engine::container_name(ship_id)))
-}
-
-/// The network a ship's container is attached to (`None` = Podman's default network).
-pub(crate) fn attached_network(settings: &PodmanSettings, ship_id: &str) -> Option<String> {
-    match settings.mode {
-        Mode::Host => ship_network(settings, ship_id),
-        Mode::Network => settings.network.clone(),
-    }
-}
-
 /// The network whose IP is a ship's address in network mode.
 pub(crate) fn address_network(settings: &PodmanSettings) -> &str {
     settings.network.as_deref().unwrap_or(DEFAULT_NETWORK)
-}
-
-/// The labels of a ship's own network: the ship's labels (so that `bay.managed` and
-/// `bay.ship-id` find it).
-pub(crate) fn ship_network_labels(
-    settings: &PodmanSettings,
-    ship_id: &str,
-) -> HashMap<String, String> {
-    engine::labels(&settings.extra_labels, Some(ship_id))
-}
-
-/// The options of a ship's own network.
-pub(crate) fn ship_network_options() -> HashMap<String, String> {
-    HashMap::from([(ISOLATE_OPTION.to_owned(), "true".to_owned())])
 }
 
 /// The CPU limit in nano-CPUs (`None` = unlimited).
@@ -102,22 +69,12 @@ mod tests {
     }
 
     #[test]
-    fn host_mode_ships_get_a_network_each_and_network_mode_ships_share_one() {
-        let host = settings("podman-host", Some("shipyard"));
-        assert_eq!(ship_network(&host, "a1").as_deref(), Some("ship-a1-net"));
+    fn ships_read_their_address_on_docker_network_or_podmans_default() {
         assert_eq!(
-            attached_network(&host, "a1").as_deref(),
-            Some("ship-a1-net")
+            address_network(&settings("podman", Some("shipyard"))),
+            "shipyard"
         );
-        let net = settings("podman", Some("shipyard"));
-        assert_eq!(ship_network(&net, "a1"), None);
-        assert_eq!(attached_network(&net, "a1").as_deref(), Some("shipyard"));
-        assert_eq!(address_network(&net), "shipyard");
         assert_eq!(address_network(&settings("podman", None)), DEFAULT_NETWORK);
-        assert_eq!(ship_network_options()[ISOLATE_OPTION], "true");
-        let labels = ship_network_labels(&host, "a1");
-        assert_eq!(labels[engine::LABEL_SHIP_ID], "a1");
-        assert_eq!(labels[engine::LABEL_MANAGED], "true");
     }
 
     #[test]

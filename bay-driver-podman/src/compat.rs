@@ -112,37 +112,21 @@ impl CompatDriver {
         engine::labels(&self.settings.extra_labels, ship_id)
     }
 
-    /// Creates the network a ship joins unless it exists: in network mode the ships' shared
-    /// network (`DOCKER_NETWORK`), in host mode the ship's own isolated one.
-    async fn ensure_network(&self, docker: &Docker, ship_id: Option<&str>) -> DriverResult<()> {
-        let (net, labels, options) =
-            match ship_id.and_then(|id| common::ship_network(&self.settings, id)) {
-                Some(net) => (
-                    net,
-                    common::ship_network_labels(&self.settings, ship_id.unwrap_or_default()),
-                    Some(common::ship_network_options()),
-                ),
-                None if self.settings.mode == Mode::Network => match &self.settings.network {
-                    Some(net) => (
-                        net.clone(),
-                        engine::network_labels(&self.settings.extra_labels),
-                        None,
-                    ),
-                    None => return Ok(()),
-                },
-                None => return Ok(()),
-            };
-        match docker.inspect_network(&net, None).await {
+    /// Creates the ships' network (bridge) unless it exists.
+    async fn ensure_network(&self, docker: &Docker) -> DriverResult<()> {
+        let Some(net) = self.settings.network.as_deref() else {
+            return Ok(());
+        };
+        match docker.inspect_network(net, None).await {
             Ok(_) => return Ok(()),
             Err(e) if errors::status(&e) == Some(404) => {}
             Err(e) => return Err(errors::map(&format!("network {net}"), e)),
         }
-        debug!(network = %net, driver = "bridge", isolated = options.is_some(), "creating the podman network for ships");
+        info!(network = %net, driver = "bridge", "podman network for ships is missing; creating it");
         let req = NetworkCreateRequest {
-            name: net.clone(),
+            name: net.to_owned(),
             driver: Some("bridge".to_owned()),
-            labels: Some(labels),
-            options,
+            labels: Some(engine::network_labels(&self.settings.extra_labels)),
             ..Default::default()
         };
         match docker.create_network(req).await {
@@ -183,18 +167,6 @@ impl CompatDriver {
                     .map(|(source, target)| mount(MountType::BIND, source, target))
                     .collect())
             }
-        }
-    }
-
-    /// Removes a ship's own network (host mode); a missing one is fine.
-    async fn remove_ship_network(&self, docker: &Docker, ship_id: &str) -> DriverResult<()> {
-        let Some(net) = common::ship_network(&self.settings, ship_id) else {
-            return Ok(());
-        };
-        match docker.remove_network(&net).await {
-            Ok(()) => Ok(()),
-            Err(e) if errors::status(&e) == Some(404) => Ok(()),
-            Err(e) => Err(errors::map(&format!("network {net}"), e)),
         }
     }
 
@@ -316,7 +288,7 @@ impl CompatDriver {
                 }
                 Err(e) if errors::is_network_missing(&e) && !retried_network => {
                     retried_network = true;
-                    self.ensure_network(docker, Some(&req.ship_id)).await?;
+                    self.ensure_network(docker).await?;
                 }
                 Err(e) => return Err(self.create_error(e)),
             }
@@ -405,7 +377,7 @@ pub(crate) fn container_body(
     });
     let memory = common::memory(req);
     let nano_cpus = common::nano_cpus(req);
-    let network = common::attached_network(settings, &req.ship_id);
+    let network = settings.network.clone();
     let host_config = HostConfig {
         network_mode: network.clone(),
         port_bindings,
@@ -482,7 +454,7 @@ pub(crate) fn address_of(
 impl ContainerDriver for CompatDriver {
     async fn initialize(&self) -> DriverResult<()> {
         let docker = self.client().await?;
-        self.ensure_network(&docker, None).await?;
+        self.ensure_network(&docker).await?;
         match docker.inspect_image(&self.settings.image).await {
             Ok(_) => {}
             Err(e) if errors::status(&e) == Some(404) => {
@@ -511,16 +483,7 @@ impl ContainerDriver for CompatDriver {
     ) -> DriverResult<ContainerInfo> {
         let docker = self.client().await?;
         let mounts = self.prepare_data(&docker, &req.ship_id).await?;
-        self.ensure_network(&docker, Some(&req.ship_id)).await?;
-        let id = match self.create_container(&docker, req, mounts).await {
-            Ok(id) => id,
-            Err(e) => {
-                if let Err(ne) = self.remove_ship_network(&docker, &req.ship_id).await {
-                    warn!(ship.id = %req.ship_id, error = %ne, "cannot remove the ship's network");
-                }
-                return Err(e);
-            }
-        };
+        let id = self.create_container(&docker, req, mounts).await?;
         debug!(ship.id = %req.ship_id, container.id = %id, "ship container created");
         let started = match docker.start_container(&id, None).await {
             Ok(()) => self.address(&docker, &id).await,
@@ -538,8 +501,6 @@ impl ContainerDriver for CompatDriver {
                 warn!(ship.id = %req.ship_id, container.id = %id, error = %e, "ship container failed to start; removing it");
                 if let Err(re) = self.remove(&docker, &id).await {
                     warn!(ship.id = %req.ship_id, container.id = %id, error = %re, "cannot remove the failed container");
-                } else if let Err(ne) = self.remove_ship_network(&docker, &req.ship_id).await {
-                    warn!(ship.id = %req.ship_id, error = %ne, "cannot remove the ship's network");
                 }
                 Err(e)
             }
@@ -548,18 +509,6 @@ impl ContainerDriver for CompatDriver {
 
     async fn stop_ship_container(&self, container_id: &str) -> DriverResult<()> {
         let docker = self.client().await?;
-        // The ship id names the ship's own network (host mode), removed after the container.
-        let ship_id = match docker.inspect_container(container_id, None).await {
-            Ok(i) => i
-                .config
-                .and_then(|c| c.labels)
-                .and_then(|l| engine::ship_id_of(&l).map(str::to_owned)),
-            Err(e) if errors::status(&e) == Some(404) => {
-                debug!(container.id = %container_id, "container already gone");
-                return Ok(());
-            }
-            Err(e) => return Err(errors::map(&format!("container {container_id}"), e)),
-        };
         // The compatible API honours `t` (libpod clients that send `Timeout` wait the full
         // default grace period instead).
         let t = i32::try_from(self.settings.stop_timeout.as_secs()).unwrap_or(5);
@@ -584,9 +533,6 @@ impl ContainerDriver for CompatDriver {
             }
         }
         self.remove(&docker, container_id).await?;
-        if let Some(ship_id) = ship_id {
-            self.remove_ship_network(&docker, &ship_id).await?;
-        }
         debug!(container.id = %container_id, "ship container stopped and removed");
         Ok(())
     }

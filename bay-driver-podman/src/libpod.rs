@@ -143,28 +143,13 @@ impl LibpodDriver {
         }
     }
 
-    /// Creates a network unless it exists: the shared `DOCKER_NETWORK` in network mode
-    /// (`ship_id` `None`), the ship's own isolated network in host mode.
-    async fn ensure_network(&self, ship_id: Option<&str>) -> DriverResult<()> {
-        let (net, labels, options) =
-            match ship_id.and_then(|id| common::ship_network(&self.settings, id)) {
-                Some(net) => (
-                    net,
-                    common::ship_network_labels(&self.settings, ship_id.unwrap_or_default()),
-                    Some(common::ship_network_options()),
-                ),
-                None if self.settings.mode == Mode::Network => match &self.settings.network {
-                    Some(net) => (
-                        net.clone(),
-                        engine::network_labels(&self.settings.extra_labels),
-                        None,
-                    ),
-                    None => return Ok(()),
-                },
-                None => return Ok(()),
-            };
+    /// Creates the ships' network (`DOCKER_NETWORK`, a bridge) unless it exists.
+    async fn ensure_network(&self) -> DriverResult<()> {
+        let Some(net) = self.settings.network.as_deref() else {
+            return Ok(());
+        };
         let what = format!("network {net}");
-        let network = self.podman.networks().get(&net);
+        let network = self.podman.networks().get(net);
         if self
             .call(network.exists())
             .await
@@ -172,34 +157,17 @@ impl LibpodDriver {
         {
             return Ok(());
         }
-        debug!(network = %net, driver = "bridge", isolated = options.is_some(), "creating the podman network for ships");
-        let mut opts = NetworkCreateOpts::builder()
-            .name(&net)
+        info!(network = %net, driver = "bridge", "podman network for ships is missing; creating it");
+        let opts = NetworkCreateOpts::builder()
+            .name(net)
             .driver("bridge")
-            .labels(labels);
-        if let Some(options) = options {
-            opts = opts.options(options);
-        }
-        match self
-            .call(self.podman.networks().create(&opts.build()))
-            .await
-        {
+            .labels(engine::network_labels(&self.settings.extra_labels))
+            .build();
+        match self.call(self.podman.networks().create(&opts)).await {
             Ok(_) => Ok(()),
             // Created meanwhile (500 "network already exists").
             Err(f) if f.is_conflict() => Ok(()),
             Err(f) => Err(f.into_error(&what)),
-        }
-    }
-
-    /// Removes a ship's own network (host mode); a missing one is fine.
-    async fn remove_ship_network(&self, ship_id: &str) -> DriverResult<()> {
-        let Some(net) = common::ship_network(&self.settings, ship_id) else {
-            return Ok(());
-        };
-        match self.call(self.podman.networks().get(&net).delete()).await {
-            Ok(_) => Ok(()),
-            Err(f) if f.status() == Some(404) => Ok(()),
-            Err(f) => Err(f.into_error(&format!("network {net}"))),
         }
     }
 
@@ -315,7 +283,7 @@ impl LibpodDriver {
                 }
                 Err(Failure::Answer(s, m)) if network_missing_answer(s, &m) && !retried_network => {
                     retried_network = true;
-                    self.ensure_network(Some(&req.ship_id)).await?;
+                    self.ensure_network().await?;
                 }
                 Err(f) => return Err(self.create_error(f)),
             }
@@ -556,7 +524,7 @@ pub(crate) fn create_body(
             nsmode: Some("bridge".to_owned()),
             value: None,
         });
-    if let Some(net) = common::attached_network(settings, &req.ship_id) {
+    if let Some(net) = settings.network.clone() {
         opts = opts.networks([(net, serde_json::json!({}))]);
     }
     if settings.mode == Mode::Host {
@@ -621,7 +589,7 @@ pub(crate) fn address_of(settings: &PodmanSettings, inspect: &Value) -> Result<S
 #[async_trait]
 impl ContainerDriver for LibpodDriver {
     async fn initialize(&self) -> DriverResult<()> {
-        self.ensure_network(None).await?;
+        self.ensure_network().await?;
         let image = &self.settings.image;
         let exists = self
             .call(self.podman.images().get(image).exists())
@@ -648,16 +616,7 @@ impl ContainerDriver for LibpodDriver {
         req: &ShipContainerRequest,
     ) -> DriverResult<ContainerInfo> {
         let (volumes, mounts) = self.prepare_data(&req.ship_id).await?;
-        self.ensure_network(Some(&req.ship_id)).await?;
-        let id = match self.create_container(req, volumes, mounts).await {
-            Ok(id) => id,
-            Err(e) => {
-                if let Err(ne) = self.remove_ship_network(&req.ship_id).await {
-                    warn!(ship.id = %req.ship_id, error = %ne, "cannot remove the ship's network");
-                }
-                return Err(e);
-            }
-        };
+        let id = self.create_container(req, volumes, mounts).await?;
         debug!(ship.id = %req.ship_id, container.id = %id, "ship container created");
         let started = match self
             .call(self.podman.containers().get(&id).start(None))
@@ -678,8 +637,6 @@ impl ContainerDriver for LibpodDriver {
                 warn!(ship.id = %req.ship_id, container.id = %id, error = %e, "ship container failed to start; removing it");
                 if let Err(re) = self.remove(&id).await {
                     warn!(ship.id = %req.ship_id, container.id = %id, error = %re, "cannot remove the failed container");
-                } else if let Err(ne) = self.remove_ship_network(&req.ship_id).await {
-                    warn!(ship.id = %req.ship_id, error = %ne, "cannot remove the ship's network");
                 }
                 Err(e)
             }
@@ -689,18 +646,6 @@ impl ContainerDriver for LibpodDriver {
     async fn stop_ship_container(&self, container_id: &str) -> DriverResult<()> {
         let container = self.podman.containers().get(container_id);
         let what = format!("container {container_id}");
-        // The ship id names the ship's own network (host mode), removed after the container.
-        let ship_id = match self.call(container.inspect()).await {
-            Ok(i) => i
-                .config
-                .and_then(|c| c.labels)
-                .and_then(|l| engine::ship_id_of(&l).map(str::to_owned)),
-            Err(f) if f.status() == Some(404) => {
-                debug!(container.id = %container_id, "container already gone");
-                return Ok(());
-            }
-            Err(f) => return Err(f.into_error(&what)),
-        };
         // podman-api sends the timeout as `Timeout`, which Podman ignores: the container's own
         // stop timeout (set at create to the same grace period) applies.
         let t = usize::try_from(self.settings.stop_timeout.as_secs()).unwrap_or(5);
@@ -720,9 +665,6 @@ impl ContainerDriver for LibpodDriver {
             }
         }
         self.remove(container_id).await?;
-        if let Some(ship_id) = ship_id {
-            self.remove_ship_network(&ship_id).await?;
-        }
         debug!(container.id = %container_id, "ship container stopped and removed");
         Ok(())
     }

@@ -125,11 +125,7 @@ impl Drop for Run {
         for v in lines(&podman(&["volume", "ls", "-q", "--filter", &filter])) {
             let _ = podman(&["volume", "rm", "-f", &v]);
         }
-        // The run's shared network and the ships' own networks (host mode).
         let _ = podman(&["network", "rm", "-f", &self.network]);
-        for n in lines(&podman(&["network", "ls", "-q", "--filter", &filter])) {
-            let _ = podman(&["network", "rm", "-f", &n]);
-        }
     }
 }
 
