@@ -691,14 +691,13 @@ mod tests {
             [("nofile".to_owned(), true), ("nproc".to_owned(), true)]
         );
         assert_eq!(hc.storage_opt, None);
-        // Host mode: the ship's own isolated network, not the shared one.
-        assert_eq!(hc.network_mode.as_deref(), Some("ship-abc-net"));
+        assert_eq!(hc.network_mode.as_deref(), Some("shipyard"));
         assert!(
             body.networking_config
                 .unwrap()
                 .endpoints_config
                 .unwrap()
-                .contains_key("ship-abc-net")
+                .contains_key("shipyard")
         );
         assert_eq!(body.env.unwrap(), engine::agent_env(&req, 8123));
     }

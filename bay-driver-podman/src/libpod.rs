@@ -838,10 +838,10 @@ mod tests {
         assert_eq!(body["env"]["SHIP_AUTH_TOKEN"], "tok");
         assert_eq!(body["env"]["SHIP_PORT"], "8123");
         assert_eq!(body["labels"][engine::LABEL_SHIP_ID], "abc");
-        // Host mode: published on loopback only, on the ship's own network.
+        // Host mode: published on loopback only, on DOCKER_NETWORK.
         assert_eq!(body["portmappings"][0]["host_ip"], "127.0.0.1");
         assert_eq!(body["portmappings"][0]["container_port"], 8123);
-        assert!(body["Networks"]["ship-abc-net"].is_object(), "{body}");
+        assert!(body["Networks"]["shipyard"].is_object(), "{body}");
         assert_eq!(body["volumes"][0]["Name"], "ship-abc-home", "{body}");
     }
 
