@@ -33,9 +33,6 @@ use tracing::{debug, info, warn};
 use crate::errors;
 use crate::settings::{DockerSettings, Mode};
 
-/// Upper bound of the bytes [`ContainerDriver::get_container_logs`] returns (the end is kept).
-const MAX_LOG_BYTES: usize = 16 << 20;
-
 /// The Docker driver (`CONTAINER_DRIVER=docker` or `docker-host`).
 ///
 /// Connects lazily (honouring `DOCKER_HOST` through bollard's defaults) and negotiates the API
@@ -817,25 +814,19 @@ impl ContainerDriver for DockerDriver {
 
     async fn get_container_logs(&self, container_id: &str, tail: u32) -> DriverResult<String> {
         let docker = self.client().await?;
-        let tail = tail.clamp(1, 100_000).to_string();
+        let tail = engine::log_tail_lines(tail).to_string();
         let options = LogsOptionsBuilder::new()
             .stdout(true)
             .stderr(true)
             .tail(&tail)
             .build();
         let mut stream = docker.logs(container_id, Some(options));
-        let mut bytes: Vec<u8> = Vec::new();
+        let mut logs = engine::LogTail::default();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| errors::map(&format!("container {container_id}"), e))?;
-            bytes.extend_from_slice(chunk.as_ref());
-            if bytes.len() > 2 * MAX_LOG_BYTES {
-                bytes.drain(..bytes.len() - MAX_LOG_BYTES);
-            }
+            logs.push(chunk.as_ref());
         }
-        if bytes.len() > MAX_LOG_BYTES {
-            bytes.drain(..bytes.len() - MAX_LOG_BYTES);
-        }
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        Ok(logs.into_string())
     }
 
     async fn is_container_running(&self, container_id: &str) -> DriverResult<bool> {

@@ -48,9 +48,6 @@ use crate::errors::{
 use crate::raw;
 use crate::settings::{Mode, PodmanSettings};
 
-/// Upper bound of the bytes [`ContainerDriver::get_container_logs`] returns (the end is kept).
-const MAX_LOG_BYTES: usize = 16 << 20;
-
 /// The CFS period the CPU limit is expressed in (µs).
 const CPU_PERIOD: u64 = 100_000;
 
@@ -702,25 +699,19 @@ impl ContainerDriver for LibpodDriver {
         let opts = ContainerLogsOpts::builder()
             .stdout(true)
             .stderr(true)
-            .tail(tail.clamp(1, 100_000).to_string())
+            .tail(engine::log_tail_lines(tail).to_string())
             .build();
         let collect = async {
             let mut stream = container.logs(&opts);
-            let mut bytes: Vec<u8> = Vec::new();
+            let mut logs = engine::LogTail::default();
             while let Some(chunk) = stream.next().await {
                 let chunk: Vec<u8> = chunk?.into();
-                bytes.extend_from_slice(&chunk);
-                if bytes.len() > 2 * MAX_LOG_BYTES {
-                    bytes.drain(..bytes.len() - MAX_LOG_BYTES);
-                }
+                logs.push(&chunk);
             }
-            Ok::<_, podman_api::Error>(bytes)
+            Ok::<_, podman_api::Error>(logs)
         };
-        let mut bytes = self.call(collect).await.map_err(|f| f.into_error(&what))?;
-        if bytes.len() > MAX_LOG_BYTES {
-            bytes.drain(..bytes.len() - MAX_LOG_BYTES);
-        }
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        let logs = self.call(collect).await.map_err(|f| f.into_error(&what))?;
+        Ok(logs.into_string())
     }
 
     async fn is_container_running(&self, container_id: &str) -> DriverResult<bool> {
