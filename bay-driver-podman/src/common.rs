@@ -57,16 +57,37 @@ pub(crate) fn managed_ships(list: &serde_json::Value) -> DriverResult<Vec<Manage
         .collect())
 }
 
+/// What the unit tests of both paths build their cases from.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_support {
+    use bay_core::driver::ShipContainerRequest;
+    use bay_core::model::EffectiveSpec;
 
-    fn settings(mode: &str, network: Option<&str>) -> PodmanSettings {
+    use crate::settings::PodmanSettings;
+
+    /// The settings of `CONTAINER_DRIVER=<mode>` with `network` as `DOCKER_NETWORK`.
+    pub(crate) fn settings(mode: &str, network: Option<&str>) -> PodmanSettings {
         let config = bay_core::config::Config::from_pairs([("CONTAINER_DRIVER", mode)]).unwrap();
         let mut s = PodmanSettings::from_config(&config).unwrap();
         s.network = network.map(str::to_owned);
         s
     }
+
+    /// A creation request for ship `abc` with `spec`.
+    pub(crate) fn request(spec: EffectiveSpec) -> ShipContainerRequest {
+        ShipContainerRequest {
+            ship_id: "abc".into(),
+            spec,
+            auth_token: "tok".into(),
+            ttl: 60,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::settings;
+    use super::*;
 
     #[test]
     fn ships_read_their_address_on_docker_network_or_podmans_default() {

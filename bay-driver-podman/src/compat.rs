@@ -623,36 +623,13 @@ impl ContainerDriver for CompatDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::{request, settings};
     use bay_core::model::EffectiveSpec;
     use bollard::models::NetworkSettings;
 
-    fn settings(mode: Mode, network: Option<&str>) -> PodmanSettings {
-        let config = bay_core::config::Config::from_pairs([(
-            "CONTAINER_DRIVER",
-            if mode == Mode::Host {
-                "podman-host"
-            } else {
-                "podman"
-            },
-        )])
-        .unwrap();
-        let mut s = PodmanSettings::from_config(&config).unwrap();
-        s.network = network.map(str::to_owned);
-        s
-    }
-
-    fn request(spec: EffectiveSpec) -> ShipContainerRequest {
-        ShipContainerRequest {
-            ship_id: "abc".into(),
-            spec,
-            auth_token: "tok".into(),
-            ttl: 60,
-        }
-    }
-
     #[test]
     fn host_mode_publishes_on_loopback_with_limits_ulimits_and_hardening() {
-        let s = settings(Mode::Host, Some("shipyard"));
+        let s = settings("podman-host", Some("shipyard"));
         let req = request(EffectiveSpec {
             cpus: Some(1.5),
             memory_bytes: Some(256 << 20),
@@ -695,7 +672,7 @@ mod tests {
 
     #[test]
     fn network_mode_publishes_nothing_and_unlimited_means_none() {
-        let s = settings(Mode::Network, None);
+        let s = settings("podman", None);
         let body = container_body(
             &s,
             &request(EffectiveSpec::default()),
@@ -733,13 +710,13 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            address_of(&settings(Mode::Host, None), &inspect).unwrap(),
+            address_of(&settings("podman-host", None), &inspect).unwrap(),
             "127.0.0.1:49153"
         );
         assert_eq!(
-            address_of(&settings(Mode::Network, None), &inspect).unwrap(),
+            address_of(&settings("podman", None), &inspect).unwrap(),
             "10.88.0.5"
         );
-        assert!(address_of(&settings(Mode::Network, Some("shipyard")), &inspect).is_err());
+        assert!(address_of(&settings("podman", Some("shipyard")), &inspect).is_err());
     }
 }

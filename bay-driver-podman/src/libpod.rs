@@ -772,23 +772,8 @@ impl ContainerDriver for LibpodDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::{request, settings};
     use bay_core::model::EffectiveSpec;
-
-    fn settings(mode: &str, network: Option<&str>) -> PodmanSettings {
-        let config = bay_core::config::Config::from_pairs([("CONTAINER_DRIVER", mode)]).unwrap();
-        let mut s = PodmanSettings::from_config(&config).unwrap();
-        s.network = network.map(str::to_owned);
-        s
-    }
-
-    fn request(spec: EffectiveSpec) -> ShipContainerRequest {
-        ShipContainerRequest {
-            ship_id: "abc".into(),
-            spec,
-            auth_token: "tok".into(),
-            ttl: 60,
-        }
-    }
 
     #[test]
     fn the_create_body_carries_hardening_limits_and_libpods_nnp_key() {
