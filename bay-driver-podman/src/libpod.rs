@@ -1,7 +1,7 @@
 //! The libpod API path: [`LibpodDriver`], the [`ContainerDriver`] on the `podman-api` crate
 //! (Podman 4; `podman-api` cannot read Podman 5's libpod answers).
 //!
-//! Two `podman-api` 0.11 pitfalls and what this path does about them:
+//! Three `podman-api` 0.11 pitfalls and what this path does about them:
 //!
 //! * its create options spell no-new-privileges `no_new_privilages`, a key Podman ignores:
 //!   the create body is built with `podman-api`'s builder, the key is renamed to Podman's
@@ -10,7 +10,11 @@
 //!   removed again unless Podman reports `no-new-privileges` (fail closed);
 //! * its stop timeout goes out as `Timeout`, which Podman ignores: every ship is created with
 //!   Podman's own `stop_timeout` set to the driver's grace period (which a stop without a
-//!   timeout uses), and the forced delete that follows carries `timeout`, which Podman honours.
+//!   timeout uses), and the forced delete that follows carries `timeout`, which Podman honours;
+//! * its delete sends "remove the anonymous volumes" as `v`, which libpod 4.3 ignores (it reads
+//!   `volumes`): the delete is sent raw by [`crate::raw`] with `volumes=true` (measured: a
+//!   container of an image with `VOLUME`s, such as the data-removal helper, left its anonymous
+//!   volumes behind).
 //!
 //! Every call is bounded by the request timeout (`podman-api` has none): a call that does not
 //! finish is `Unavailable`.
@@ -35,8 +39,8 @@ use podman_api::models::{
     Namespace, PortMapping, PosixRlimit,
 };
 use podman_api::opts::{
-    ContainerCreateOpts, ContainerDeleteOpts, ContainerListFilter, ContainerListOpts,
-    ContainerLogsOpts, ContainerStopOpts, ContainerWaitOpts, NetworkCreateOpts, VolumeCreateOpts,
+    ContainerCreateOpts, ContainerListFilter, ContainerListOpts, ContainerLogsOpts,
+    ContainerStopOpts, ContainerWaitOpts, NetworkCreateOpts, VolumeCreateOpts,
 };
 use serde_json::Value;
 use tracing::{debug, info, warn};
@@ -309,17 +313,21 @@ impl LibpodDriver {
 
     /// Force-removes a container with its anonymous volumes; a missing one is fine.
     async fn remove(&self, container: &str) -> DriverResult<()> {
-        let timeout = usize::try_from(self.settings.stop_timeout.as_secs()).unwrap_or(5);
-        let opts = ContainerDeleteOpts::builder()
-            .force(true)
-            .volumes(true)
-            .timeout(timeout)
-            .build();
-        match self
-            .call(self.podman.containers().get(container).delete(&opts))
-            .await
-        {
-            Ok(()) => Ok(()),
+        let timeout = self.settings.stop_timeout.as_secs();
+        let path = format!(
+            "/v{}/libpod/containers/{}?force=true&volumes=true&timeout={timeout}",
+            podman_api::LATEST_API_VERSION,
+            percent_encoding::utf8_percent_encode(container, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let delete = raw::request_json(
+            &self.socket,
+            hyper::Method::DELETE,
+            &path,
+            None,
+            self.settings.request_timeout,
+        );
+        match self.call(delete).await {
+            Ok(_) => Ok(()),
             Err(f) if f.status() == Some(404) => Ok(()),
             Err(f) if f.status() == Some(409) => {
                 debug!(container.id = %container, "container removal already in progress");

@@ -174,7 +174,9 @@ async fn fully_qualified_image_names_and_the_default_network_work(api: PodmanApi
 }
 
 /// Podman answers 500 for a taken name and a missing network; the driver treats them as
-/// Docker's 409 (remove the stale container) and 404 (create the network again).
+/// Docker's 409 (remove the stale container, with the anonymous volumes of the image's
+/// `VOLUME`s: libpod ignores `podman-api`'s spelling of that) and 404 (create the network
+/// again).
 async fn a_stale_container_and_a_vanished_network_are_handled(api: PodmanApi) {
     let run = Run::new();
     let driver = run.driver("podman", api);
@@ -191,6 +193,17 @@ async fn a_stale_container_and_a_vanished_network_are_handled(api: PodmanApi) {
         harness::IMAGE,
     ]);
     assert!(out.status.success(), "{out:?}");
+    let stale = inspect(&engine::container_name(&req.ship_id));
+    let anonymous: Vec<String> = stale["Mounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .filter_map(|m| Some(m["Name"].as_str()?.to_owned()))
+        .collect();
+    assert!(
+        !anonymous.is_empty(),
+        "the ship image declares VOLUMEs: {stale}"
+    );
     let out = podman(&["network", "rm", "-f", &run.network]);
     assert!(out.status.success(), "{out:?}");
     let info = driver
@@ -208,6 +221,12 @@ async fn a_stale_container_and_a_vanished_network_are_handled(api: PodmanApi) {
             .status
             .success()
     );
+    for v in &anonymous {
+        assert!(
+            !podman(&["volume", "exists", v]).status.success(),
+            "the stale container's anonymous volume {v} was left behind"
+        );
+    }
 }
 
 /// An image Podman does not have (compat answers 404, libpod 500) is `ImageMissing`, saying
