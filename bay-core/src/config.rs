@@ -76,6 +76,28 @@ impl DriverKind {
     }
 }
 
+/// Which Podman API the Podman driver speaks (`PODMAN_API`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodmanApi {
+    /// Decided at initialisation from Podman's version: libpod below 5, compatible from 5 on.
+    Auto,
+    /// The libpod API (Podman 4 only; refused against Podman 5 and later).
+    Libpod,
+    /// The Docker-compatible API (every Podman version).
+    Compat,
+}
+
+impl PodmanApi {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Libpod => "libpod",
+            Self::Compat => "compat",
+        }
+    }
+}
+
 /// What `POST /ship` does at the ship limit (`BEHAVIOR_AFTER_MAX_SHIP`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MaxShipBehavior {
@@ -199,6 +221,9 @@ pub struct Config {
     pub kube_storage_class: Option<String>,
     /// `PODMAN_SOCKET`: the Podman API socket (a path or `unix://` URL); `None` = discovered.
     pub podman_socket: Option<String>,
+    /// `PODMAN_API`: `auto` (default: libpod below Podman 5, compatible from 5 on), `libpod`
+    /// or `compat`.
+    pub podman_api: PodmanApi,
     /// `XDG_RUNTIME_DIR`: where the rootless Podman socket is looked for.
     pub xdg_runtime_dir: Option<PathBuf>,
     /// Warnings found while reading (unknown `.env` keys, the default token); log them.
@@ -247,6 +272,7 @@ const KNOWN: &[&str] = &[
     "KUBE_IMAGE_PULL_POLICY",
     "KUBE_STORAGE_CLASS",
     "PODMAN_SOCKET",
+    "PODMAN_API",
     "XDG_RUNTIME_DIR",
 ];
 
@@ -687,6 +713,15 @@ impl Config {
                 .unwrap_or_else(|| "IfNotPresent".to_owned()),
             kube_storage_class: src.optional_string("KUBE_STORAGE_CLASS"),
             podman_socket: src.optional_string("PODMAN_SOCKET"),
+            podman_api: src.choice(
+                "PODMAN_API",
+                PodmanApi::Auto,
+                &[
+                    ("auto", PodmanApi::Auto),
+                    ("libpod", PodmanApi::Libpod),
+                    ("compat", PodmanApi::Compat),
+                ],
+            )?,
             xdg_runtime_dir: src.optional_string("XDG_RUNTIME_DIR").map(PathBuf::from),
             warnings,
         })
@@ -726,6 +761,20 @@ mod tests {
         assert_eq!(c.ship_ready_poll, Duration::from_millis(200));
         assert_eq!(c.database_path, PathBuf::from("./bay.db"));
         assert!(c.warnings.iter().any(|w| w.contains("secret-token")));
+        assert_eq!(c.podman_api, PodmanApi::Auto);
+    }
+
+    #[test]
+    fn the_podman_api_can_be_forced() {
+        for (raw, api) in [
+            ("libpod", PodmanApi::Libpod),
+            ("COMPAT", PodmanApi::Compat),
+            ("auto", PodmanApi::Auto),
+        ] {
+            let c = Config::from_pairs([("PODMAN_API", raw)]).unwrap();
+            assert_eq!(c.podman_api, api);
+            assert_eq!(c.podman_api.as_str(), raw.to_ascii_lowercase());
+        }
     }
 
     #[test]
@@ -738,6 +787,7 @@ mod tests {
             ("DATABASE_URL", "postgres://db/bay"),
             ("SHIP_READY_POLL_MS", "0"),
             ("LOG_FORMAT", "xml"),
+            ("PODMAN_API", "docker"),
         ];
         for (var, value) in cases {
             let err = Config::from_pairs([(var, value)]).unwrap_err().to_string();

@@ -72,6 +72,23 @@ impl DriverError {
 /// The result of a driver call.
 pub type DriverResult<T> = Result<T, DriverError>;
 
+/// An error with its chain of sources on one line (`outer: cause: root cause`), for engine
+/// clients whose top-level message hides the cause; a source whose text the line already holds
+/// is left out.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text.replace('\n', " ")
+}
+
 /// A container engine that runs ships. Used as `Arc<dyn ContainerDriver>`.
 ///
 /// The first seven methods are the original's; `delete_ship_data` and `list_managed` are what
@@ -107,4 +124,39 @@ pub trait ContainerDriver: Send + Sync + std::fmt::Debug {
 
     /// Every container this driver created (found by the `bay.managed=true` label).
     async fn list_managed(&self) -> DriverResult<Vec<ManagedContainer>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn error_chains_are_one_line_without_repeats() {
+        let e = Layer(
+            "request failed: connection refused",
+            Some(Box::new(Layer(
+                "connection refused",
+                Some(Box::new(Layer("os error 111\nretry", None))),
+            ))),
+        );
+        assert_eq!(
+            error_chain(&e),
+            "request failed: connection refused: os error 111 retry"
+        );
+    }
 }

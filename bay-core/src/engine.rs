@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use crate::driver::ShipContainerRequest;
+use crate::driver::{DriverError, DriverResult, ShipContainerRequest};
 
 /// Label on every ship container, ship volume and network a driver creates.
 pub const LABEL_MANAGED: &str = "bay.managed";
@@ -202,6 +202,103 @@ pub fn create_ship_dirs(root: &Path) -> std::io::Result<()> {
     make(&root.join("metadata"), 0o700)
 }
 
+/// Upper bound of the bytes a driver's `get_container_logs` returns (the end is kept).
+pub const MAX_LOG_BYTES: usize = 16 << 20;
+
+/// The number of lines a driver asks its engine for: `tail` within 1 ‥ 100000.
+pub fn log_tail_lines(tail: u32) -> u32 {
+    tail.clamp(1, 100_000)
+}
+
+/// The end of a container's output, collected chunk by chunk in bounded memory: at most
+/// [`MAX_LOG_BYTES`] are kept (twice that while collecting).
+#[derive(Debug, Default)]
+pub struct LogTail {
+    bytes: Vec<u8>,
+}
+
+impl LogTail {
+    /// Appends a chunk of output.
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.bytes.extend_from_slice(chunk);
+        if self.bytes.len() > 2 * MAX_LOG_BYTES {
+            self.bytes.drain(..self.bytes.len() - MAX_LOG_BYTES);
+        }
+    }
+
+    /// The last [`MAX_LOG_BYTES`] at most, as text (invalid UTF-8 replaced).
+    pub fn into_string(mut self) -> String {
+        if self.bytes.len() > MAX_LOG_BYTES {
+            self.bytes.drain(..self.bytes.len() - MAX_LOG_BYTES);
+        }
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+/// Creates a ship's host data directories `<local>/<ship_id>` ([`create_ship_dirs`]) off the
+/// async runtime; the error names the directory.
+pub async fn prepare_ship_dirs(local: &Path, ship_id: &str) -> DriverResult<()> {
+    let root = local.join(ship_id);
+    let r = root.clone();
+    tokio::task::spawn_blocking(move || create_ship_dirs(&r))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|created| created)
+        .map_err(|e| {
+            DriverError::Engine(format!(
+                "cannot create ship data directory {}: {e}",
+                root.display()
+            ))
+        })
+}
+
+/// Whether a ship's host data directory `<local>/<ship_id>` exists.
+pub async fn ship_dirs_exist(local: &Path, ship_id: &str) -> DriverResult<bool> {
+    let dir = local.join(ship_id);
+    tokio::fs::try_exists(&dir)
+        .await
+        .map_err(|e| DriverError::Engine(format!("cannot check {}: {e}", dir.display())))
+}
+
+/// Removes a ship's host data directory `<local>/<ship_id>`; a missing one is fine. When Bay
+/// cannot remove it itself (files of session users), `helper` empties it (the driver's root
+/// helper container) and Bay removes what is left.
+pub async fn remove_ship_dirs<F, Fut>(local: &Path, ship_id: &str, helper: F) -> DriverResult<()>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = DriverResult<()>>,
+{
+    let dir = local.join(ship_id);
+    let remove = || {
+        let d = dir.clone();
+        async move {
+            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&d))
+                .await
+                .map_err(|e| DriverError::Engine(e.to_string()))
+        }
+    };
+    match remove().await? {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            tracing::info!(ship.id = %ship_id, dir = %dir.display(), error = %e,
+                "cannot remove the ship data directory myself; using a helper container");
+            helper().await?;
+            match remove().await? {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(DriverError::Engine(format!(
+                        "cannot remove {}: {e}",
+                        dir.display()
+                    )));
+                }
+                _ => {}
+            }
+        }
+    }
+    tracing::info!(ship.id = %ship_id, dir = %dir.display(), "ship data directory removed");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,5 +364,21 @@ mod tests {
         assert_eq!(mode(&root), 0o700);
         assert_eq!(mode(&root.join("home")), 0o755);
         assert_eq!(mode(&root.join("metadata")), 0o700);
+    }
+
+    #[test]
+    fn log_tails_keep_the_end_within_the_bound() {
+        let mut t = LogTail::default();
+        t.push(b"first\n");
+        t.push(&[b'x'; MAX_LOG_BYTES]);
+        t.push(b"\nlast\n");
+        let text = t.into_string();
+        assert_eq!(text.len(), MAX_LOG_BYTES);
+        assert!(text.ends_with("x\nlast\n") && !text.contains("first"));
+        let mut t = LogTail::default();
+        t.push(b"a\xffb");
+        assert_eq!(t.into_string(), "a\u{fffd}b");
+        assert_eq!(log_tail_lines(0), 1);
+        assert_eq!(log_tail_lines(u32::MAX), 100_000);
     }
 }

@@ -129,23 +129,11 @@ pub struct ShipClient {
     transfer: reqwest::Client,
 }
 
-fn one_line(e: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s.replace('\n', " ")
-}
-
 fn transport_error(e: &reqwest::Error) -> Error {
     if e.is_timeout() {
         Error::ShipTimeout
     } else {
-        Error::ShipConnection(one_line(e))
+        Error::ShipConnection(crate::driver::error_chain(e))
     }
 }
 
@@ -252,7 +240,7 @@ impl ShipClient {
         }
         .file_name("upload")
         .mime_str("application/octet-stream")
-        .map_err(|e| Error::ShipConnection(one_line(&e)))?;
+        .map_err(|e| Error::ShipConnection(crate::driver::error_chain(&e)))?;
         let form = reqwest::multipart::Form::new();
         let form = if file_first {
             form.part("file", part)
@@ -301,7 +289,7 @@ impl ShipClient {
             content_length: response.content_length(),
             stream: response
                 .bytes_stream()
-                .map_err(|e| std::io::Error::other(one_line(&e)))
+                .map_err(|e| std::io::Error::other(crate::driver::error_chain(&e)))
                 .boxed(),
         })
     }

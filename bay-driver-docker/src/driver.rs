@@ -33,9 +33,6 @@ use tracing::{debug, info, warn};
 use crate::errors;
 use crate::settings::{DockerSettings, Mode};
 
-/// Upper bound of the bytes [`ContainerDriver::get_container_logs`] returns (the end is kept).
-const MAX_LOG_BYTES: usize = 16 << 20;
-
 /// The Docker driver (`CONTAINER_DRIVER=docker` or `docker-host`).
 ///
 /// Connects lazily (honouring `DOCKER_HOST` through bollard's defaults) and negotiates the API
@@ -223,18 +220,7 @@ impl DockerDriver {
                     warn!(ship.id = %ship_id, disk.bytes = disk,
                         "disk limit not enforced on the ship's data: SHIP_DATA_DIR host directories are bind-mounted without a quota");
                 }
-                let local_root = local.join(ship_id);
-                let root = local_root.clone();
-                tokio::task::spawn_blocking(move || engine::create_ship_dirs(&root))
-                    .await
-                    .map_err(std::io::Error::other)
-                    .and_then(|created| created)
-                    .map_err(|e| {
-                        DriverError::Engine(format!(
-                            "cannot create ship data directory {}: {e}",
-                            local_root.display()
-                        ))
-                    })?;
+                engine::prepare_ship_dirs(local, ship_id).await?;
                 Ok(engine::host_dir_mounts(&host.join(ship_id))
                     .into_iter()
                     .map(|(source, target)| mount(MountType::BIND, source, target))
@@ -822,36 +808,25 @@ impl ContainerDriver for DockerDriver {
                 }
                 Ok(false)
             }
-            DataLayout::HostDirs { local, .. } => {
-                let dir = local.join(ship_id);
-                tokio::fs::try_exists(&dir).await.map_err(|e| {
-                    DriverError::Engine(format!("cannot check {}: {e}", dir.display()))
-                })
-            }
+            DataLayout::HostDirs { local, .. } => engine::ship_dirs_exist(local, ship_id).await,
         }
     }
 
     async fn get_container_logs(&self, container_id: &str, tail: u32) -> DriverResult<String> {
         let docker = self.client().await?;
-        let tail = tail.clamp(1, 100_000).to_string();
+        let tail = engine::log_tail_lines(tail).to_string();
         let options = LogsOptionsBuilder::new()
             .stdout(true)
             .stderr(true)
             .tail(&tail)
             .build();
         let mut stream = docker.logs(container_id, Some(options));
-        let mut bytes: Vec<u8> = Vec::new();
+        let mut logs = engine::LogTail::default();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| errors::map(&format!("container {container_id}"), e))?;
-            bytes.extend_from_slice(chunk.as_ref());
-            if bytes.len() > 2 * MAX_LOG_BYTES {
-                bytes.drain(..bytes.len() - MAX_LOG_BYTES);
-            }
+            logs.push(chunk.as_ref());
         }
-        if bytes.len() > MAX_LOG_BYTES {
-            bytes.drain(..bytes.len() - MAX_LOG_BYTES);
-        }
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        Ok(logs.into_string())
     }
 
     async fn is_container_running(&self, container_id: &str) -> DriverResult<bool> {
@@ -878,32 +853,10 @@ impl ContainerDriver for DockerDriver {
                 Ok(())
             }
             DataLayout::HostDirs { local, .. } => {
-                let dir = local.join(ship_id);
-                let d = dir.clone();
-                let first = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&d))
-                    .await
-                    .map_err(|e| DriverError::Engine(e.to_string()))?;
-                match first {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                    Err(e) => {
-                        info!(ship.id = %ship_id, dir = %dir.display(), error = %e,
-                            "cannot remove the ship data directory myself; using a helper container");
-                        self.remove_host_data_with_helper(ship_id).await?;
-                        let d = dir.clone();
-                        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&d) {
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                            other => other,
-                        })
-                        .await
-                        .map_err(|e| DriverError::Engine(e.to_string()))?
-                        .map_err(|e| {
-                            DriverError::Engine(format!("cannot remove {}: {e}", dir.display()))
-                        })?;
-                    }
-                }
-                info!(ship.id = %ship_id, dir = %dir.display(), "ship data directory removed");
-                Ok(())
+                engine::remove_ship_dirs(local, ship_id, || {
+                    self.remove_host_data_with_helper(ship_id)
+                })
+                .await
             }
         }
     }

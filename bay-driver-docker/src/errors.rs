@@ -55,17 +55,7 @@ pub(crate) fn describe(e: &BollardError) -> String {
     {
         return format!("docker answered {status_code}: {}", message.trim());
     }
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text.replace('\n', " ")
+    bay_core::driver::error_chain(e)
 }
 
 #[cfg(test)]

@@ -54,15 +54,5 @@ pub(crate) fn describe(e: &kube::Error) -> String {
             s.message.trim()
         );
     }
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
+    bay_core::driver::error_chain(e)
 }

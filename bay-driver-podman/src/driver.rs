@@ -1,62 +1,69 @@
-//! [`PodmanDriver`]: the [`ContainerDriver`] implementation on bollard, through Podman's
-//! Docker-compatible API.
-
-use std::collections::HashMap;
-use std::path::Path;
-use std::sync::OnceLock;
-use std::time::Duration;
+//! [`PodmanDriver`]: reads Podman's version on the first connection and drives it through the
+//! libpod API (Podman 4, [`crate::libpod`]) or the Docker-compatible API (Podman 5 and later,
+//! [`crate::compat`]), unless `PODMAN_API` forces a path.
 
 use async_trait::async_trait;
+use bay_core::config::PodmanApi;
 use bay_core::driver::{
     ContainerDriver, ContainerInfo, DriverError, DriverResult, ManagedContainer,
     ShipContainerRequest,
 };
-use bay_core::engine::{
-    self, CAPABILITIES, DataLayout, HELPER_DATA_MOUNT, HOME_MOUNT, METADATA_MOUNT,
-    NO_NEW_PRIVILEGES, container_name, volume_names,
-};
-use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig, Mount, MountType,
-    NetworkCreateRequest, NetworkingConfig, PortBinding, ResourcesUlimits, VolumeCreateRequest,
-};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
-};
-use bollard::{API_DEFAULT_VERSION, Docker};
-use futures_util::StreamExt;
-use tracing::{debug, info, warn};
+use tracing::info;
 
-use crate::settings::{Mode, PodmanSettings};
-use crate::{errors, raw};
+use crate::compat::CompatDriver;
+use crate::libpod::LibpodDriver;
+use crate::settings::PodmanSettings;
 
-/// Upper bound of the bytes [`ContainerDriver::get_container_logs`] returns (the end is kept).
-const MAX_LOG_BYTES: usize = 16 << 20;
-
-/// Podman's default network (what ships join when `DOCKER_NETWORK` is empty).
-const DEFAULT_NETWORK: &str = "podman";
+/// The first Podman major version whose libpod answers `podman-api` cannot read.
+pub const FIRST_COMPAT_ONLY_MAJOR: u64 = 5;
 
 /// The Podman driver (`CONTAINER_DRIVER=podman` or `podman-host`).
 ///
-/// Talks to Podman's Docker-compatible API (the same on Podman 4 and 5) with bollard over the
-/// socket [`PodmanSettings::socket`] finds; connects lazily, and
-/// [`ContainerDriver::initialize`] connects eagerly, reads Podman's version and creates the
-/// ships' network when it is missing.
+/// Connects lazily over the socket [`PodmanSettings::socket`] finds (and eagerly in
+/// [`ContainerDriver::initialize`]); the first connection reads Podman's version through the
+/// Docker-compatible API and chooses the API path with [`choose_api`].
 #[derive(Debug)]
 pub struct PodmanDriver {
     settings: PodmanSettings,
-    client: tokio::sync::Mutex<Option<Docker>>,
-    /// Podman's version (known after the first connection).
-    version: OnceLock<String>,
+    compat: CompatDriver,
+    chosen: tokio::sync::OnceCell<Chosen>,
+}
+
+#[derive(Debug)]
+enum Chosen {
+    Compat,
+    Libpod(Box<LibpodDriver>),
+}
+
+/// The API path for Podman `version` when `PODMAN_API` is `wanted`: libpod below Podman 5,
+/// the compatible API from 5 on (`auto`); a forced `compat` always works; a forced `libpod`
+/// against Podman 5 or later (or a version that cannot be read) is refused.
+pub fn choose_api(wanted: PodmanApi, version: &str) -> DriverResult<PodmanApi> {
+    let major = version
+        .trim()
+        .trim_start_matches('v')
+        .split(['.', '-', '+'])
+        .next()
+        .and_then(|m| m.parse::<u64>().ok());
+    match (wanted, major) {
+        (PodmanApi::Compat, _) => Ok(PodmanApi::Compat),
+        (PodmanApi::Auto, Some(m)) if m < FIRST_COMPAT_ONLY_MAJOR => Ok(PodmanApi::Libpod),
+        (PodmanApi::Auto, _) => Ok(PodmanApi::Compat),
+        (PodmanApi::Libpod, Some(m)) if m < FIRST_COMPAT_ONLY_MAJOR => Ok(PodmanApi::Libpod),
+        (PodmanApi::Libpod, _) => Err(DriverError::NotSupported(format!(
+            "PODMAN_API=libpod cannot drive Podman {version}: the libpod client (podman-api) \
+             reads Podman 4's libpod API only; use PODMAN_API=compat or auto"
+        ))),
+    }
 }
 
 impl PodmanDriver {
     /// A driver with these settings; nothing is contacted until the first call.
     pub fn new(settings: PodmanSettings) -> Self {
         Self {
+            compat: CompatDriver::new(settings.clone()),
             settings,
-            client: tokio::sync::Mutex::new(None),
-            version: OnceLock::new(),
+            chosen: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -67,645 +74,94 @@ impl PodmanDriver {
 
     /// Podman's version, once connected (`4.3.1`).
     pub fn podman_version(&self) -> Option<&str> {
-        self.version.get().map(String::as_str)
+        self.compat.podman_version()
     }
 
-    /// The connected client (finding the socket and negotiating the API version on first use).
-    pub async fn client(&self) -> DriverResult<Docker> {
-        let mut guard = self.client.lock().await;
-        if let Some(c) = guard.as_ref() {
-            return Ok(c.clone());
-        }
-        let socket = self.settings.socket()?;
-        let path = socket.display().to_string();
-        let docker = Docker::connect_with_unix(
-            &path,
-            self.settings.request_timeout.as_secs(),
-            API_DEFAULT_VERSION,
-        )
-        .map_err(|e| {
-            DriverError::Unavailable(format!(
-                "cannot connect to podman at {path}: {}",
-                errors::describe(&e)
-            ))
-        })?;
-        let docker = docker.negotiate_version().await.map_err(|e| {
-            DriverError::Unavailable(format!(
-                "podman at {path} does not answer (version negotiation): {}",
-                errors::describe(&e)
-            ))
-        })?;
-        let version = docker
-            .version()
-            .await
-            .map_err(|e| errors::map(&format!("podman at {path}"), e))?;
-        let podman = version
-            .components
-            .unwrap_or_default()
-            .into_iter()
-            .find(|c| c.name == "Podman Engine")
-            .map(|c| c.version)
-            .ok_or_else(|| {
-                DriverError::Engine(format!(
-                    "the engine at {path} is not podman (its /version names no \"Podman Engine\")"
-                ))
-            })?;
-        let v = docker.client_version();
-        info!(socket = %path, podman.version = %podman, api.version = %format!("{}.{}", v.major_version, v.minor_version), "connected to podman");
-        let _ = self.version.set(podman);
-        *guard = Some(docker.clone());
-        Ok(docker)
-    }
-
-    fn labels(&self, ship_id: Option<&str>) -> HashMap<String, String> {
-        engine::labels(&self.settings.extra_labels, ship_id)
-    }
-
-    /// Creates the ships' network (bridge) unless it exists.
-    async fn ensure_network(&self, docker: &Docker) -> DriverResult<()> {
-        let Some(net) = self.settings.network.as_deref() else {
-            return Ok(());
-        };
-        match docker.inspect_network(net, None).await {
-            Ok(_) => return Ok(()),
-            Err(e) if errors::status(&e) == Some(404) => {}
-            Err(e) => return Err(errors::map(&format!("network {net}"), e)),
-        }
-        info!(network = %net, driver = "bridge", "podman network for ships is missing; creating it");
-        let req = NetworkCreateRequest {
-            name: net.to_owned(),
-            driver: Some("bridge".to_owned()),
-            labels: Some(engine::network_labels(&self.settings.extra_labels)),
-            ..Default::default()
-        };
-        match docker.create_network(req).await {
-            Ok(_) => Ok(()),
-            // Created meanwhile by someone else (Podman: 500 "network already exists").
-            Err(e) if errors::is_conflict(&e) => Ok(()),
-            Err(e) => Err(errors::map(&format!("network {net}"), e)),
-        }
-    }
-
-    /// Makes sure the ship's data exists and returns the mounts for it.
-    async fn prepare_data(&self, docker: &Docker, ship_id: &str) -> DriverResult<Vec<Mount>> {
-        match &self.settings.data {
-            DataLayout::Volumes => {
-                let [home, metadata] = volume_names(ship_id);
-                for name in [&home, &metadata] {
-                    // Creating an existing volume returns it unchanged: data is reused.
-                    let req = VolumeCreateRequest {
-                        name: Some(name.clone()),
-                        labels: Some(self.labels(Some(ship_id))),
-                        ..Default::default()
-                    };
-                    match docker.create_volume(req).await {
-                        Ok(_) => {}
-                        Err(e) if errors::is_conflict(&e) => {}
-                        Err(e) => return Err(errors::map(&format!("volume {name}"), e)),
-                    }
-                }
-                Ok(vec![
-                    mount(MountType::VOLUME, home, HOME_MOUNT),
-                    mount(MountType::VOLUME, metadata, METADATA_MOUNT),
-                ])
-            }
-            DataLayout::HostDirs { local, host } => {
-                let local_root = local.join(ship_id);
-                let root = local_root.clone();
-                tokio::task::spawn_blocking(move || engine::create_ship_dirs(&root))
-                    .await
-                    .map_err(|e| DriverError::Engine(e.to_string()))?
-                    .map_err(|e| {
-                        DriverError::Engine(format!(
-                            "cannot create ship data directory {}: {e}",
-                            local_root.display()
-                        ))
-                    })?;
-                Ok(engine::host_dir_mounts(&host.join(ship_id))
-                    .into_iter()
-                    .map(|(source, target)| mount(MountType::BIND, source, target))
-                    .collect())
-            }
-        }
-    }
-
-    /// Empties a ship's host data directories with a short-lived helper container that runs
-    /// the ship image as root with the directory mounted (files of session users are not
-    /// Bay's to remove). Does nothing with named volumes.
-    pub async fn remove_host_data_with_helper(&self, ship_id: &str) -> DriverResult<()> {
-        let DataLayout::HostDirs { host, .. } = &self.settings.data else {
-            return Ok(());
-        };
-        let docker = self.client().await?;
-        let host_root = host.join(ship_id);
-        let (entrypoint, cmd) = engine::helper_command();
-        let body = ContainerCreateBody {
-            image: Some(self.settings.image.clone()),
-            user: Some("0:0".to_owned()),
-            entrypoint: Some(entrypoint),
-            cmd: Some(cmd),
-            labels: Some(engine::helper_labels(&self.settings.extra_labels, ship_id)),
-            network_disabled: Some(true),
-            host_config: Some(HostConfig {
-                mounts: Some(vec![mount(
-                    MountType::BIND,
-                    host_root.display().to_string(),
-                    HELPER_DATA_MOUNT,
-                )]),
-                network_mode: Some("none".to_owned()),
-                ulimits: Some(self.ulimits()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let created = docker
-            .create_container(None, body)
-            .await
-            .map_err(|e| self.create_error(e))?;
-        let id = created.id;
-        info!(ship.id = %ship_id, container.id = %id, "removing ship data with a helper container");
-        let result = async {
-            docker
-                .start_container(&id, None)
-                .await
-                .map_err(|e| errors::map("helper container", e))?;
-            let mut wait = docker.wait_container(
-                &id,
-                Some(
-                    WaitContainerOptionsBuilder::new()
-                        .condition("not-running")
-                        .build(),
-                ),
-            );
-            match tokio::time::timeout(Duration::from_secs(120), wait.next()).await {
-                Ok(Some(Ok(r))) if r.status_code == 0 => Ok(()),
-                Ok(Some(Ok(r))) => Err(DriverError::Engine(format!(
-                    "the helper container removing {} exited with {}",
-                    host_root.display(),
-                    r.status_code
-                ))),
-                Ok(Some(Err(e))) => Err(errors::map("helper container", e)),
-                Ok(None) => Err(DriverError::Engine(
-                    "the helper container vanished".to_owned(),
-                )),
-                Err(_) => Err(DriverError::Unavailable(
-                    "the helper container did not finish within 120 s".to_owned(),
-                )),
-            }
-        }
-        .await;
-        let _ = self.remove(&docker, &id).await;
-        result
-    }
-
-    fn ulimits(&self) -> Vec<ResourcesUlimits> {
-        ulimits(&self.settings)
-    }
-
-    /// Maps a container-create error, telling a missing image apart.
-    fn create_error(&self, e: bollard::errors::Error) -> DriverError {
-        if errors::is_image_missing(&e) {
-            return image_missing(&self.settings.image);
-        }
-        errors::map("ship container", e)
-    }
-
-    /// Creates the container, removing a stale one of the same name and creating the network
-    /// if it vanished. Returns the container id.
-    async fn create_container(
-        &self,
-        docker: &Docker,
-        req: &ShipContainerRequest,
-        mounts: Vec<Mount>,
-    ) -> DriverResult<String> {
-        let name = container_name(&req.ship_id);
-        if let Some(disk) = req.spec.disk_bytes {
-            debug!(ship.id = %req.ship_id, disk.bytes = disk, "disk quota ignored: the podman driver does not limit a container's disk");
-        }
-        let mut retried_conflict = false;
-        let mut retried_network = false;
-        loop {
-            let options = CreateContainerOptionsBuilder::new().name(&name).build();
-            let body = container_body(
-                &self.settings,
-                req,
-                self.labels(Some(&req.ship_id)),
-                mounts.clone(),
-            );
-            match docker.create_container(Some(options), body).await {
-                Ok(created) => {
-                    for w in created.warnings {
-                        warn!(ship.id = %req.ship_id, warning = %w, "podman warning while creating the ship container");
-                    }
-                    return Ok(created.id);
-                }
-                Err(e) if errors::is_conflict(&e) && !retried_conflict => {
-                    // A container of this ship survived (an interrupted stop): it must go.
-                    retried_conflict = true;
-                    warn!(ship.id = %req.ship_id, container.name = %name, "a stale container of the ship exists; removing it");
-                    self.remove(docker, &name).await?;
-                }
-                Err(e) if errors::is_network_missing(&e) && !retried_network => {
-                    retried_network = true;
-                    self.ensure_network(docker).await?;
-                }
-                Err(e) => return Err(self.create_error(e)),
-            }
-        }
-    }
-
-    /// Force-removes a container with its anonymous volumes; a missing one is fine.
-    async fn remove(&self, docker: &Docker, container: &str) -> DriverResult<()> {
-        let options = RemoveContainerOptionsBuilder::new()
-            .force(true)
-            .v(true)
-            .build();
-        match docker.remove_container(container, Some(options)).await {
-            Ok(()) => Ok(()),
-            Err(e) if errors::status(&e) == Some(404) => Ok(()),
-            Err(e) if errors::status(&e) == Some(409) => {
-                debug!(container.id = %container, error = %errors::describe(&e), "container removal already in progress");
-                Ok(())
-            }
-            Err(e) => Err(errors::map(&format!("container {container}"), e)),
-        }
-    }
-
-    /// The address of a started container: `IP` (network mode) or `127.0.0.1:port` (host mode).
-    async fn address(&self, docker: &Docker, id: &str) -> DriverResult<String> {
-        let mut last = None;
-        for attempt in 0..20 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let inspect = docker
-                .inspect_container(id, None)
-                .await
-                .map_err(|e| errors::map(&format!("container {id}"), e))?;
-            match address_of(&self.settings, &inspect) {
-                Ok(a) => return Ok(a),
-                Err(e) => last = Some(e),
-            }
-            if inspect.state.as_ref().and_then(|s| s.running) == Some(false) {
-                break;
-            }
-        }
-        Err(DriverError::Engine(last.unwrap_or_else(|| {
-            "the ship container has no address".to_owned()
-        })))
-    }
-}
-
-/// The error of a missing ship image.
-pub fn image_missing(image: &str) -> DriverError {
-    DriverError::ImageMissing(format!(
-        "ship image {image} is missing from podman's image store: build it with `cargo xtask ship-image`, then `docker save {image} | podman load`"
-    ))
-}
-
-fn mount(typ: MountType, source: String, target: &str) -> Mount {
-    Mount {
-        typ: Some(typ),
-        source: Some(source),
-        target: Some(target.to_owned()),
-        ..Default::default()
-    }
-}
-
-fn ulimits(settings: &PodmanSettings) -> Vec<ResourcesUlimits> {
-    [("nofile", settings.nofile), ("nproc", settings.nproc)]
-        .into_iter()
-        .map(|(name, l)| ResourcesUlimits {
-            name: Some(name.to_owned()),
-            soft: Some(l.soft),
-            hard: Some(l.hard),
+    /// The API path in use (`Libpod` or `Compat`), once chosen (by [`ContainerDriver::initialize`]
+    /// or the first call); `None` before.
+    pub fn api_path(&self) -> Option<PodmanApi> {
+        self.chosen.get().map(|c| match c {
+            Chosen::Compat => PodmanApi::Compat,
+            Chosen::Libpod(_) => PodmanApi::Libpod,
         })
-        .collect()
-}
-
-/// The creation body of a ship's container (pure: unit-tested).
-pub(crate) fn container_body(
-    settings: &PodmanSettings,
-    req: &ShipContainerRequest,
-    labels: HashMap<String, String>,
-    mounts: Vec<Mount>,
-) -> ContainerCreateBody {
-    let port_key = format!("{}/tcp", settings.container_port);
-    let port_bindings = (settings.mode == Mode::Host).then(|| {
-        HashMap::from([(
-            port_key.clone(),
-            Some(vec![PortBinding {
-                host_ip: Some("127.0.0.1".to_owned()),
-                // empty: the engine picks a free port
-                host_port: Some(String::new()),
-            }]),
-        )])
-    });
-    let memory = req
-        .spec
-        .memory_bytes
-        .map(|m| i64::try_from(m).unwrap_or(i64::MAX));
-    let nano_cpus = req.spec.cpus.map(|c| (c * 1e9).round() as i64);
-    let host_config = HostConfig {
-        network_mode: settings.network.clone(),
-        port_bindings,
-        mounts: Some(mounts),
-        nano_cpus,
-        memory,
-        // No swap beyond the memory limit.
-        memory_swap: memory,
-        pids_limit: Some(settings.pids_limit),
-        // Rootful Podman's default nofile/nproc cannot be set everywhere: always explicit.
-        ulimits: Some(ulimits(settings)),
-        cap_drop: Some(vec!["ALL".to_owned()]),
-        cap_add: Some(CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()),
-        security_opt: Some(vec![NO_NEW_PRIVILEGES.to_owned()]),
-        ..Default::default()
-    };
-    let networking_config = settings.network.as_ref().map(|net| NetworkingConfig {
-        endpoints_config: Some(HashMap::from([(net.clone(), EndpointSettings::default())])),
-    });
-    ContainerCreateBody {
-        image: Some(settings.image.clone()),
-        env: Some(engine::agent_env(req, settings.container_port)),
-        exposed_ports: Some(vec![port_key]),
-        labels: Some(labels),
-        stop_timeout: i64::try_from(settings.stop_timeout.as_secs()).ok(),
-        host_config: Some(host_config),
-        networking_config,
-        ..Default::default()
     }
-}
 
-/// The agent address of an inspected container (pure: unit-tested).
-pub(crate) fn address_of(
-    settings: &PodmanSettings,
-    inspect: &ContainerInspectResponse,
-) -> Result<String, String> {
-    let net = inspect.network_settings.as_ref();
-    match settings.mode {
-        Mode::Host => {
-            let key = format!("{}/tcp", settings.container_port);
-            let port = net
-                .and_then(|n| n.ports.as_ref())
-                .and_then(|p| p.get(&key))
-                .and_then(Option::as_ref)
-                .and_then(|bindings| {
-                    bindings
-                        .iter()
-                        .filter(|b| b.host_ip.as_deref().is_none_or(|ip| ip == "127.0.0.1"))
-                        .find_map(|b| b.host_port.clone().filter(|p| !p.is_empty()))
+    /// The driver of the chosen path (connecting and choosing on first use).
+    async fn path(&self) -> DriverResult<&dyn ContainerDriver> {
+        let chosen = self
+            .chosen
+            .get_or_try_init(|| async {
+                // The compatible API answers on every version: read the version there.
+                self.compat.client().await?;
+                let version = self.compat.podman_version().unwrap_or_default().to_owned();
+                let api = choose_api(self.settings.api, &version)?;
+                info!(
+                    podman.version = %version,
+                    podman.api = api.as_str(),
+                    setting = %format!("PODMAN_API={}", self.settings.api.as_str()),
+                    "podman API path chosen"
+                );
+                Ok::<_, DriverError>(match api {
+                    PodmanApi::Libpod => {
+                        Chosen::Libpod(Box::new(LibpodDriver::connect(self.settings.clone())?))
+                    }
+                    _ => Chosen::Compat,
                 })
-                .ok_or_else(|| format!("port {key} of the ship container is not published"))?;
-            Ok(format!("127.0.0.1:{port}"))
-        }
-        Mode::Network => {
-            let name = settings.network.as_deref().unwrap_or(DEFAULT_NETWORK);
-            let endpoint = net
-                .and_then(|n| n.networks.as_ref())
-                .and_then(|n| n.get(name))
-                .ok_or_else(|| format!("the ship container is not attached to network {name}"))?;
-            if let Some(ip) = endpoint.ip_address.as_deref().filter(|ip| !ip.is_empty()) {
-                return Ok(ip.to_owned());
-            }
-            endpoint
-                .global_ipv6_address
-                .as_deref()
-                .filter(|ip| !ip.is_empty())
-                .map(|ip| format!("[{ip}]"))
-                .ok_or_else(|| format!("the ship container has no IP address on network {name}"))
-        }
+            })
+            .await?;
+        Ok(match chosen {
+            Chosen::Compat => &self.compat,
+            Chosen::Libpod(l) => l.as_ref(),
+        })
     }
-}
-
-async fn remove_dir(dir: &Path) -> DriverResult<std::io::Result<()>> {
-    let d = dir.to_owned();
-    tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&d))
-        .await
-        .map_err(|e| DriverError::Engine(e.to_string()))
 }
 
 #[async_trait]
 impl ContainerDriver for PodmanDriver {
     async fn initialize(&self) -> DriverResult<()> {
-        let docker = self.client().await?;
-        self.ensure_network(&docker).await?;
-        match docker.inspect_image(&self.settings.image).await {
-            Ok(_) => {}
-            Err(e) if errors::status(&e) == Some(404) => {
-                warn!(image = %self.settings.image, "{}", image_missing(&self.settings.image));
-            }
-            Err(e) => return Err(errors::map(&format!("image {}", self.settings.image), e)),
-        }
-        info!(
-            mode = ?self.settings.mode,
-            image = %self.settings.image,
-            network = self.settings.network.as_deref().unwrap_or(DEFAULT_NETWORK),
-            podman.version = self.podman_version().unwrap_or("?"),
-            "podman driver ready"
-        );
-        Ok(())
+        self.path().await?.initialize().await
     }
 
     async fn close(&self) -> DriverResult<()> {
-        self.client.lock().await.take();
-        Ok(())
+        if let Some(Chosen::Libpod(l)) = self.chosen.get() {
+            l.close().await?;
+        }
+        self.compat.close().await
     }
 
     async fn create_ship_container(
         &self,
         req: &ShipContainerRequest,
     ) -> DriverResult<ContainerInfo> {
-        let docker = self.client().await?;
-        let mounts = self.prepare_data(&docker, &req.ship_id).await?;
-        let id = self.create_container(&docker, req, mounts).await?;
-        debug!(ship.id = %req.ship_id, container.id = %id, "ship container created");
-        let started = match docker.start_container(&id, None).await {
-            Ok(()) => self.address(&docker, &id).await,
-            Err(e) => Err(errors::map(&format!("starting container {id}"), e)),
-        };
-        match started {
-            Ok(ip_address) => {
-                info!(ship.id = %req.ship_id, container.id = %id, address = %ip_address, "ship container started");
-                Ok(ContainerInfo {
-                    container_id: id,
-                    ip_address,
-                })
-            }
-            Err(e) => {
-                warn!(ship.id = %req.ship_id, container.id = %id, error = %e, "ship container failed to start; removing it");
-                if let Err(re) = self.remove(&docker, &id).await {
-                    warn!(ship.id = %req.ship_id, container.id = %id, error = %re, "cannot remove the failed container");
-                }
-                Err(e)
-            }
-        }
+        self.path().await?.create_ship_container(req).await
     }
 
     async fn stop_ship_container(&self, container_id: &str) -> DriverResult<()> {
-        let docker = self.client().await?;
-        // The compatible API honours `t` (libpod clients that send `Timeout` wait the full
-        // default grace period instead).
-        let t = i32::try_from(self.settings.stop_timeout.as_secs()).unwrap_or(5);
-        match docker
-            .stop_container(
-                container_id,
-                Some(StopContainerOptionsBuilder::new().t(t).build()),
-            )
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if errors::status(&e) == Some(404) => {
-                debug!(container.id = %container_id, "container already gone");
-                return Ok(());
-            }
-            Err(e) if errors::is_unavailable(&e) => {
-                return Err(errors::map(&format!("container {container_id}"), e));
-            }
-            // 304 (not running) or anything else: the force-remove below still applies.
-            Err(e) => {
-                debug!(container.id = %container_id, error = %errors::describe(&e), "stop failed; removing anyway")
-            }
-        }
-        self.remove(&docker, container_id).await?;
-        debug!(container.id = %container_id, "ship container stopped and removed");
-        Ok(())
+        self.path().await?.stop_ship_container(container_id).await
     }
 
     async fn ship_data_exists(&self, ship_id: &str) -> DriverResult<bool> {
-        match &self.settings.data {
-            DataLayout::Volumes => {
-                let docker = self.client().await?;
-                for name in volume_names(ship_id) {
-                    match docker.inspect_volume(&name).await {
-                        Ok(_) => return Ok(true),
-                        Err(e) if errors::status(&e) == Some(404) => {}
-                        Err(e) => return Err(errors::map(&format!("volume {name}"), e)),
-                    }
-                }
-                Ok(false)
-            }
-            DataLayout::HostDirs { local, .. } => {
-                let dir = local.join(ship_id);
-                tokio::fs::try_exists(&dir).await.map_err(|e| {
-                    DriverError::Engine(format!("cannot check {}: {e}", dir.display()))
-                })
-            }
-        }
+        self.path().await?.ship_data_exists(ship_id).await
     }
 
     async fn get_container_logs(&self, container_id: &str, tail: u32) -> DriverResult<String> {
-        let docker = self.client().await?;
-        let tail = tail.clamp(1, 100_000).to_string();
-        let options = LogsOptionsBuilder::new()
-            .stdout(true)
-            .stderr(true)
-            .tail(&tail)
-            .build();
-        let mut stream = docker.logs(container_id, Some(options));
-        let mut bytes: Vec<u8> = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| errors::map(&format!("container {container_id}"), e))?;
-            bytes.extend_from_slice(chunk.as_ref());
-            if bytes.len() > 2 * MAX_LOG_BYTES {
-                bytes.drain(..bytes.len() - MAX_LOG_BYTES);
-            }
-        }
-        if bytes.len() > MAX_LOG_BYTES {
-            bytes.drain(..bytes.len() - MAX_LOG_BYTES);
-        }
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        self.path()
+            .await?
+            .get_container_logs(container_id, tail)
+            .await
     }
 
     async fn is_container_running(&self, container_id: &str) -> DriverResult<bool> {
-        let docker = self.client().await?;
-        let inspect = docker
-            .inspect_container(container_id, None)
-            .await
-            .map_err(|e| errors::map(&format!("container {container_id}"), e))?;
-        Ok(inspect.state.and_then(|s| s.running).unwrap_or(false))
+        self.path().await?.is_container_running(container_id).await
     }
 
     async fn delete_ship_data(&self, ship_id: &str) -> DriverResult<()> {
-        match &self.settings.data {
-            DataLayout::Volumes => {
-                let docker = self.client().await?;
-                for name in volume_names(ship_id) {
-                    let options = RemoveVolumeOptionsBuilder::new().force(false).build();
-                    match docker.remove_volume(&name, Some(options)).await {
-                        Ok(()) => info!(ship.id = %ship_id, volume = %name, "ship volume removed"),
-                        Err(e) if errors::status(&e) == Some(404) => {}
-                        Err(e) => return Err(errors::map(&format!("volume {name}"), e)),
-                    }
-                }
-                Ok(())
-            }
-            DataLayout::HostDirs { local, .. } => {
-                let dir = local.join(ship_id);
-                match remove_dir(&dir).await? {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                    Err(e) => {
-                        info!(ship.id = %ship_id, dir = %dir.display(), error = %e,
-                            "cannot remove the ship data directory myself; using a helper container");
-                        self.remove_host_data_with_helper(ship_id).await?;
-                        match remove_dir(&dir).await? {
-                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                                return Err(DriverError::Engine(format!(
-                                    "cannot remove {}: {e}",
-                                    dir.display()
-                                )));
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                info!(ship.id = %ship_id, dir = %dir.display(), "ship data directory removed");
-                Ok(())
-            }
-        }
+        self.path().await?.delete_ship_data(ship_id).await
     }
 
     async fn list_managed(&self) -> DriverResult<Vec<ManagedContainer>> {
-        // Raw JSON, not bollard's typed list: Podman reports states bollard's enum rejects
-        // (`stopped`), and one such container would fail the whole list.
-        let docker = self.client().await?;
-        let socket = self.settings.socket()?;
-        let v = docker.client_version();
-        let filters = serde_json::json!({ "label": [engine::managed_filter()] }).to_string();
-        let path = format!(
-            "/v{}.{}/containers/json?all=true&filters={}",
-            v.major_version,
-            v.minor_version,
-            percent_encoding::utf8_percent_encode(&filters, percent_encoding::NON_ALPHANUMERIC)
-        );
-        let list = raw::get_json(socket, &path, self.settings.request_timeout)
-            .await
-            .map_err(|e| errors::map_raw("managed containers", e))?;
-        managed_ships(&list)
+        self.path().await?.list_managed().await
     }
-}
-
-/// The ship containers in a container list answer (pure: unit-tested). Only `running` counts
-/// as running; any other state, including ones Docker does not know, is "not running".
-pub(crate) fn managed_ships(list: &serde_json::Value) -> DriverResult<Vec<ManagedContainer>> {
-    let items = list.as_array().ok_or_else(|| {
-        DriverError::Engine(format!(
-            "podman's container list is not a JSON array: {list}"
-        ))
-    })?;
-    Ok(items
-        .iter()
-        .filter_map(|c| {
-            let labels: HashMap<String, String> =
-                serde_json::from_value(c.get("Labels")?.clone()).ok()?;
-            Some(ManagedContainer {
-                container_id: c.get("Id")?.as_str()?.to_owned(),
-                ship_id: engine::ship_id_of(&labels)?.to_owned(),
-                running: c.get("State").and_then(|s| s.as_str()) == Some("running"),
-            })
-        })
-        .collect())
 }
 
 #[cfg(test)]
@@ -713,153 +169,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn managed_ships_reads_podman_states_docker_does_not_know() {
-        let list = serde_json::json!([
-            {"Id": "a", "State": "running", "Labels": {"bay.managed": "true", "bay.ship-id": "s1"}},
-            {"Id": "b", "State": "stopped", "Labels": {"bay.managed": "true", "bay.ship-id": "s2"}},
-            {"Id": "c", "State": "exited", "Labels": {"bay.managed": "true", "bay.ship-id": "s3"}},
-            {"Id": "d", "State": "running",
-             "Labels": {"bay.managed": "true", "bay.ship-id": "s4", "bay.helper": "rm-ship-data"}},
-            {"Id": "e", "State": "running", "Labels": null},
-            {"State": "running", "Labels": {"bay.managed": "true", "bay.ship-id": "s6"}}
-        ]);
-        let got: Vec<_> = managed_ships(&list)
-            .unwrap()
-            .into_iter()
-            .map(|m| (m.container_id, m.ship_id, m.running))
-            .collect();
+    fn podman_4_gets_libpod_and_podman_5_the_compatible_api() {
         assert_eq!(
-            got,
-            vec![
-                ("a".to_owned(), "s1".to_owned(), true),
-                ("b".to_owned(), "s2".to_owned(), false),
-                ("c".to_owned(), "s3".to_owned(), false),
-            ]
+            choose_api(PodmanApi::Auto, "4.3.1").unwrap(),
+            PodmanApi::Libpod
         );
-        assert!(matches!(
-            managed_ships(&serde_json::json!({"message": "x"})),
-            Err(DriverError::Engine(_))
-        ));
+        assert_eq!(
+            choose_api(PodmanApi::Auto, "5.0.0").unwrap(),
+            PodmanApi::Compat
+        );
+        assert_eq!(
+            choose_api(PodmanApi::Auto, "5.2.0-dev").unwrap(),
+            PodmanApi::Compat
+        );
+        assert_eq!(
+            choose_api(PodmanApi::Auto, "garbage").unwrap(),
+            PodmanApi::Compat
+        );
+        assert_eq!(
+            choose_api(PodmanApi::Compat, "4.3.1").unwrap(),
+            PodmanApi::Compat
+        );
+        assert_eq!(
+            choose_api(PodmanApi::Libpod, "4.9.3").unwrap(),
+            PodmanApi::Libpod
+        );
     }
-    use bay_core::model::EffectiveSpec;
-    use bollard::models::NetworkSettings;
 
-    fn settings(mode: Mode, network: Option<&str>) -> PodmanSettings {
-        let config = bay_core::config::Config::from_pairs([(
-            "CONTAINER_DRIVER",
-            if mode == Mode::Host {
-                "podman-host"
-            } else {
-                "podman"
-            },
-        )])
-        .unwrap();
-        let mut s = PodmanSettings::from_config(&config).unwrap();
-        s.network = network.map(str::to_owned);
-        s
-    }
-
-    fn request(spec: EffectiveSpec) -> ShipContainerRequest {
-        ShipContainerRequest {
-            ship_id: "abc".into(),
-            spec,
-            auth_token: "tok".into(),
-            ttl: 60,
+    #[test]
+    fn forcing_libpod_against_podman_5_is_refused() {
+        for v in ["5.0.0", "6.1.2", "?"] {
+            let e = choose_api(PodmanApi::Libpod, v).unwrap_err();
+            assert!(matches!(e, DriverError::NotSupported(_)), "{e:?}");
+            assert!(!e.is_transient());
+            let text = e.to_string();
+            assert!(
+                text.contains("PODMAN_API=libpod") && text.contains(v),
+                "{text}"
+            );
         }
-    }
-
-    #[test]
-    fn host_mode_publishes_on_loopback_with_limits_ulimits_and_hardening() {
-        let s = settings(Mode::Host, Some("shipyard"));
-        let req = request(EffectiveSpec {
-            cpus: Some(1.5),
-            memory_bytes: Some(256 << 20),
-            disk_bytes: Some(1 << 30),
-        });
-        let body = container_body(&s, &req, HashMap::new(), vec![]);
-        let hc = body.host_config.unwrap();
-        let b = &hc.port_bindings.unwrap()["8123/tcp"];
-        let b = b.as_ref().unwrap();
-        assert_eq!(b.len(), 1);
-        assert_eq!(b[0].host_ip.as_deref(), Some("127.0.0.1"));
-        assert_eq!(hc.nano_cpus, Some(1_500_000_000));
-        assert_eq!(hc.memory, Some(256 << 20));
-        assert_eq!(hc.memory_swap, Some(256 << 20));
-        assert_eq!(hc.pids_limit, Some(engine::PIDS_LIMIT));
-        assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
-        assert_eq!(hc.cap_add.unwrap(), CAPABILITIES);
-        assert_eq!(hc.security_opt, Some(vec![NO_NEW_PRIVILEGES.to_owned()]));
-        let names: Vec<_> = hc
-            .ulimits
-            .unwrap()
-            .into_iter()
-            .map(|u| (u.name.unwrap(), u.soft.is_some() && u.hard.is_some()))
-            .collect();
-        assert_eq!(
-            names,
-            [("nofile".to_owned(), true), ("nproc".to_owned(), true)]
-        );
-        assert_eq!(hc.storage_opt, None);
-        assert_eq!(hc.network_mode.as_deref(), Some("shipyard"));
-        assert_eq!(body.env.unwrap(), engine::agent_env(&req, 8123));
-    }
-
-    #[test]
-    fn network_mode_publishes_nothing_and_unlimited_means_none() {
-        let s = settings(Mode::Network, None);
-        let body = container_body(
-            &s,
-            &request(EffectiveSpec::default()),
-            HashMap::new(),
-            vec![],
-        );
-        let hc = body.host_config.unwrap();
-        assert_eq!(hc.port_bindings, None);
-        assert_eq!(hc.nano_cpus, None);
-        assert_eq!(hc.memory, None);
-        assert_eq!(hc.network_mode, None);
-        assert!(body.networking_config.is_none());
-    }
-
-    #[test]
-    fn addresses_are_read_from_inspect_with_podman_as_the_default_network() {
-        let inspect = ContainerInspectResponse {
-            network_settings: Some(NetworkSettings {
-                ports: Some(HashMap::from([(
-                    "8123/tcp".to_owned(),
-                    Some(vec![PortBinding {
-                        host_ip: Some("127.0.0.1".into()),
-                        host_port: Some("49153".into()),
-                    }]),
-                )])),
-                networks: Some(HashMap::from([(
-                    "podman".to_owned(),
-                    EndpointSettings {
-                        ip_address: Some("10.88.0.5".into()),
-                        ..Default::default()
-                    },
-                )])),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        assert_eq!(
-            address_of(&settings(Mode::Host, None), &inspect).unwrap(),
-            "127.0.0.1:49153"
-        );
-        assert_eq!(
-            address_of(&settings(Mode::Network, None), &inspect).unwrap(),
-            "10.88.0.5"
-        );
-        assert!(address_of(&settings(Mode::Network, Some("shipyard")), &inspect).is_err());
-    }
-
-    #[test]
-    fn the_missing_image_error_says_how_to_load_it() {
-        let text = image_missing("ship:latest").to_string();
-        assert!(
-            text.contains("podman load") && text.contains("ship:latest"),
-            "{text}"
-        );
     }
 }

@@ -1,6 +1,7 @@
 //! Turning bollard's errors (from Podman's Docker-compatible API) into [`DriverError`]s: "not
 //! found" (404), "the engine did not answer" (connection refused, socket missing, timeout) and
-//! everything else — plus the places where Podman answers 500 where Docker answers 409 or 404.
+//! everything else — plus the places where Podman answers 500 where Docker answers 409 or 404
+//! (the `*_answer` predicates, shared with the libpod path).
 
 use bay_core::driver::DriverError;
 use bollard::errors::Error as BollardError;
@@ -36,25 +37,44 @@ pub(crate) fn is_unavailable(e: &BollardError) -> bool {
 
 /// A name already taken (Docker: 409; Podman: 500 "... is already in use" or "already exists").
 pub(crate) fn is_conflict(e: &BollardError) -> bool {
-    match status(e) {
-        Some(409) => true,
-        Some(500) => {
-            let m = message(e);
-            m.contains("already in use") || m.contains("already exists")
-        }
-        _ => false,
-    }
+    status(e).is_some_and(|s| conflict_answer(s, message(e)))
 }
 
 /// A missing network on container create (Docker: 404; Podman: 500 "network not found").
 pub(crate) fn is_network_missing(e: &BollardError) -> bool {
-    (matches!(status(e), Some(404 | 500)) && message(e).contains("network not found"))
-        || (status(e) == Some(404) && message(e).contains("network"))
+    status(e).is_some_and(|s| network_missing_answer(s, message(e)))
 }
 
 /// A missing image on container create (404 naming the image).
 pub(crate) fn is_image_missing(e: &BollardError) -> bool {
-    status(e) == Some(404) && message(e).contains("image")
+    status(e).is_some_and(|s| image_missing_answer(s, message(e)))
+}
+
+/// Whether Podman's answer (either API) says the name is taken: 409, or 500 "... is already
+/// in use" / "already exists".
+pub(crate) fn conflict_answer(status: u16, message: &str) -> bool {
+    status == 409
+        || (status == 500
+            && (message.contains("already in use") || message.contains("already exists")))
+}
+
+/// Whether Podman's answer to a container create says the network is missing (404, or 500
+/// "network not found").
+pub(crate) fn network_missing_answer(status: u16, message: &str) -> bool {
+    (matches!(status, 404 | 500) && message.contains("network not found"))
+        || (status == 404 && message.contains("network"))
+}
+
+/// Whether Podman's answer to a container create says the image is missing (compatible API:
+/// 404 naming the image; libpod: 500 "image not known").
+pub(crate) fn image_missing_answer(status: u16, message: &str) -> bool {
+    (status == 404 && message.contains("image"))
+        || (status == 500 && message.contains("image not known"))
+}
+
+/// An engine answer as text.
+pub(crate) fn describe_answer(status: u16, message: &str) -> String {
+    format!("podman answered {status}: {}", message.trim())
 }
 
 /// Maps an engine error about `what` (e.g. `container ship-1`) to a [`DriverError`].
@@ -89,19 +109,9 @@ pub(crate) fn describe(e: &BollardError) -> String {
         message,
     } = e
     {
-        return format!("podman answered {status_code}: {}", message.trim());
+        return describe_answer(*status_code, message);
     }
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text.replace('\n', " ")
+    bay_core::driver::error_chain(e)
 }
 
 #[cfg(test)]
@@ -142,6 +152,20 @@ mod tests {
             404,
             "no such image: docker.io/library/ship:nope: image not known"
         )));
+        // libpod's answers (Podman 4.3).
+        assert!(image_missing_answer(
+            500,
+            "localhost/nope:1: image not known"
+        ));
+        assert!(conflict_answer(
+            500,
+            "volume with name v already exists: volume already exists"
+        ));
+        assert!(network_missing_answer(
+            500,
+            "unable to find network with name or ID nonet: network not found"
+        ));
+        assert!(!image_missing_answer(500, "boom"));
     }
 
     #[test]

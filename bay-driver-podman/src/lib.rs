@@ -1,8 +1,11 @@
 //! `ContainerDriver` for Podman, modes `podman` (ships reached by container IP on
 //! `DOCKER_NETWORK`) and `podman-host` (the agent port published on `127.0.0.1`).
 //!
-//! The driver speaks Podman's Docker-compatible API with bollard, on every Podman version
-//! (4 and 5 answer it the same way; see the crate README for why not the libpod API). The
+//! Two API paths, chosen at initialisation from Podman's version (read through the
+//! Docker-compatible API, which every version answers): the libpod API with `podman-api` on
+//! Podman 4, the Docker-compatible API with bollard on Podman 5 and later (whose libpod answers
+//! `podman-api` cannot read). `PODMAN_API=libpod|compat` forces a path;
+//! [`PodmanDriver::api_path`] tells which one is in use. The
 //! socket is `PODMAN_SOCKET`, else the rootful `/run/podman/podman.sock`, else the rootless
 //! `$XDG_RUNTIME_DIR/podman/podman.sock`. Ships look exactly as with the Docker driver (the
 //! engine contract of [`bay_core::engine`]): container `ship-<id>` labelled `bay.managed=true`
@@ -24,12 +27,16 @@
 //! # Ok(()) }
 //! ```
 
+mod common;
+mod compat;
 mod driver;
 mod errors;
+mod libpod;
 mod raw;
 mod settings;
 
-pub use driver::{PodmanDriver, image_missing};
+pub use common::image_missing;
+pub use driver::{FIRST_COMPAT_ONLY_MAJOR, PodmanDriver, choose_api};
 pub use settings::{Mode, PodmanSettings, ROOTFUL_SOCKET, Ulimit};
 
 impl PodmanDriver {

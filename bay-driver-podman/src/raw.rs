@@ -2,7 +2,9 @@
 //!
 //! Podman's Docker-compatible container list reports states Docker never uses (`stopped`, seen
 //! while a container is being stopped), which bollard's typed `State` enum rejects — one such
-//! container made the whole list fail. HTTP/1.1 over the Unix socket with hyper; the connection
+//! container made the whole list fail. And `podman-api` 0.11 misspells libpod's
+//! `no_new_privileges` in its create body, so the libpod path posts that body itself
+//! ([`post_json`]). HTTP/1.1 over the Unix socket with hyper; the connection
 //! lives inside the returned future, so dropping the future closes it.
 
 use std::path::Path;
@@ -31,6 +33,18 @@ pub(crate) async fn get_json(
     timeout: Duration,
 ) -> Result<Value, RawError> {
     request_json(socket, Method::GET, path, None, timeout).await
+}
+
+/// `POST body` to `path` on the Unix socket `socket` (e.g. libpod's container create, which
+/// `podman-api` cannot send correctly); the JSON answer of a 2xx, else Podman's status and
+/// message.
+pub(crate) async fn post_json(
+    socket: &Path,
+    path: &str,
+    body: &Value,
+    timeout: Duration,
+) -> Result<Value, RawError> {
+    request_json(socket, Method::POST, path, Some(body), timeout).await
 }
 
 /// Sends one request with an optional JSON body and reads one JSON answer.
@@ -184,9 +198,7 @@ mod tests {
         let socket = dir.path().join("post.sock");
         let server = serve_once(socket.clone(), "201 Created", r#"{"Id":"x"}"#).await;
         let body = serde_json::json!({"no_new_privileges": true});
-        let r = request_json(&socket, Method::POST, "/create", Some(&body), T)
-            .await
-            .unwrap();
+        let r = post_json(&socket, "/create", &body, T).await.unwrap();
         let request = server.await.unwrap();
         assert!(request.starts_with("POST /create HTTP/1.1"), "{request}");
         assert!(

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bay_core::config::{Config, DriverKind};
+use bay_core::config::{Config, DriverKind, PodmanApi};
 use bay_core::driver::DriverError;
 use bay_core::engine::{DataLayout, PIDS_LIMIT};
 
@@ -49,6 +49,8 @@ pub struct Ulimit {
 pub struct PodmanSettings {
     /// Network or host mode.
     pub mode: Mode,
+    /// Which API to speak (`PODMAN_API`): decided from Podman's version (`auto`) or forced.
+    pub api: PodmanApi,
     /// The ship image (`DOCKER_IMAGE`); `ship:latest` and `localhost/ship:latest` both work.
     pub image: String,
     /// The network ships are attached to (`DOCKER_NETWORK`); `None` = Podman's default
@@ -101,13 +103,12 @@ impl PodmanSettings {
                 c
             }
         };
-        let nofile = read_hard_nofile(Path::new("/proc/self/limits")).unwrap_or(1024);
-        let nproc = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-            .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok())
-            .unwrap_or(32768);
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+        let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap_or_default();
+        let (nofile, nproc) = ship_ulimits(&limits, &pid_max);
         Ok(Self {
             mode,
+            api: config.podman_api,
             image: config.docker_image.clone(),
             network: config.docker_network.clone(),
             container_port: config.ship_container_port,
@@ -148,19 +149,29 @@ impl PodmanSettings {
     }
 }
 
-/// The hard `Max open files` of `/proc/self/limits` (capped at 1048576; `None` = unlimited or
-/// unreadable). Bay's own limit is one the engine can set: it runs under the same kernel.
-fn read_hard_nofile(limits: &Path) -> Option<i64> {
-    let text = std::fs::read_to_string(limits).ok()?;
-    parse_hard_nofile(&text)
+/// The `nofile` and `nproc` limits of every ship, from Bay's own `/proc/self/limits` and
+/// `/proc/sys/kernel/pid_max` (pure: unit-tested). Bay's own hard limits are ones the engine can
+/// set (it runs under the same kernel, and the engine's runtime cannot raise a limit without
+/// `CAP_SYS_RESOURCE`): `nofile` is Bay's hard `Max open files` (capped at 1048576; 1024 when
+/// unknown), `nproc` the smaller of Bay's hard `Max processes` and `pid_max` (32768 when both
+/// are unknown). `pid_max` alone is not enough: in a container of a recent kernel it is the
+/// container's own (4194304 by default) while the engine's limit is the host's.
+pub(crate) fn ship_ulimits(limits: &str, pid_max: &str) -> (i64, i64) {
+    let nofile = parse_hard(limits, "Max open files").unwrap_or(1024);
+    let pid_max = pid_max.trim().parse::<i64>().ok();
+    let nproc = match (parse_hard(limits, "Max processes"), pid_max) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(n), None) | (None, Some(n)) => n,
+        (None, None) => 32768,
+    };
+    (nofile, nproc)
 }
 
-fn parse_hard_nofile(text: &str) -> Option<i64> {
-    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    let hard = line
-        .trim_start_matches("Max open files")
-        .split_whitespace()
-        .nth(1)?;
+/// The hard limit of the line `name` of a `/proc/<pid>/limits` text (capped at 1048576; `None`
+/// = unlimited or missing).
+fn parse_hard(text: &str, name: &str) -> Option<i64> {
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    let hard = line.trim_start_matches(name).split_whitespace().nth(1)?;
     hard.parse::<i64>().ok().map(|n| n.min(1 << 20))
 }
 
@@ -191,6 +202,13 @@ mod tests {
         .unwrap();
         let s = PodmanSettings::from_config(&config).unwrap();
         assert_eq!(s.socket_candidates, [PathBuf::from("/tmp/p.sock")]);
+        assert_eq!(s.api, PodmanApi::Auto);
+        let config =
+            Config::from_pairs([("CONTAINER_DRIVER", "podman"), ("PODMAN_API", "libpod")]).unwrap();
+        assert_eq!(
+            PodmanSettings::from_config(&config).unwrap().api,
+            PodmanApi::Libpod
+        );
     }
 
     #[test]
@@ -221,18 +239,21 @@ mod tests {
     }
 
     #[test]
-    fn the_hard_nofile_limit_is_read() {
-        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
-                    Max processes             unlimited            unlimited            processes \n\
+    fn ship_ulimits_are_bays_own_hard_limits_bounded_by_pid_max() {
+        let host = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max processes             96362                96362                processes \n\
                     Max open files            1024                 20000                files     \n";
-        assert_eq!(parse_hard_nofile(text), Some(20000));
-        assert_eq!(
-            parse_hard_nofile("Max open files  unlimited unlimited files"),
-            None
-        );
-        assert_eq!(
-            parse_hard_nofile("Max open files  1024 99999999 files"),
-            Some(1 << 20)
-        );
+        // On the host: pid_max is the smaller.
+        assert_eq!(ship_ulimits(host, "32768\n"), (20000, 32768));
+        // In a container (measured: Bay in Podman on kernel 6.18): pid_max is the
+        // container's own 4194304, Bay's hard limit is the engine's default (32768).
+        let container = "Max processes             32768                32768                processes \n\
+                         Max open files            20000                20000                files     \n";
+        assert_eq!(ship_ulimits(container, "4194304\n"), (20000, 32768));
+        let unlimited = "Max processes  unlimited unlimited processes\n\
+                         Max open files  1024 99999999 files\n";
+        assert_eq!(ship_ulimits(unlimited, "4194304"), (1 << 20, 4194304));
+        assert_eq!(ship_ulimits(unlimited, ""), (1 << 20, 32768));
+        assert_eq!(ship_ulimits("", ""), (1024, 32768));
     }
 }

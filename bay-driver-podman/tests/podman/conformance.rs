@@ -7,17 +7,27 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bay_core::config::PodmanApi;
 use bay_core::driver::ContainerDriver;
 use bay_core::engine::volume_names;
 use bay_core::testing::conformance::{Hardening, Probe, Target};
 
 use crate::harness::{Run, exec, inspect, podman};
 
-/// A Podman target in `mode` (`podman-host` or `podman`) using the `api` path, on a run of its
-/// own.
-async fn target(mode: &str, api: &str) -> Target {
+/// A Podman target in `mode` (`podman-host` or `podman`) forced onto the `api` path, on a run
+/// of its own; fails unless the driver really chose that path.
+async fn target(mode: &str, api: PodmanApi) -> Target {
     let run = Run::new();
-    let driver = run.driver_for(&run.config(mode, &[("PODMAN_API", api)]));
+    let driver = run.driver(mode, api);
+    driver.initialize().await.expect("initialize");
+    assert_eq!(
+        driver.api_path(),
+        Some(api),
+        "PODMAN_API={} must drive Podman {:?} through that path",
+        api.as_str(),
+        driver.podman_version()
+    );
+    let api = api.as_str();
     // A socket file nobody listens on.
     let dead = run.dir.path().join("dead.sock");
     drop(std::os::unix::net::UnixListener::bind(&dead).expect("bind a socket"));
@@ -31,10 +41,10 @@ async fn target(mode: &str, api: &str) -> Target {
     Target::new(format!("{mode} ({api})"), driver, PodmanProbe { run, dead })
 }
 
-bay_core::conformance_tests!(podman_host_libpod => target("podman-host", "libpod"));
-bay_core::conformance_tests!(podman_host_compat => target("podman-host", "compat"));
-bay_core::conformance_tests!(podman_network_libpod => target("podman", "libpod"));
-bay_core::conformance_tests!(podman_network_compat => target("podman", "compat"));
+bay_core::conformance_tests!(podman_host_libpod => target("podman-host", PodmanApi::Libpod));
+bay_core::conformance_tests!(podman_host_compat => target("podman-host", PodmanApi::Compat));
+bay_core::conformance_tests!(podman_network_libpod => target("podman", PodmanApi::Libpod));
+bay_core::conformance_tests!(podman_network_compat => target("podman", PodmanApi::Compat));
 
 struct PodmanProbe {
     /// Removes everything the run created when dropped.

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bay_core::config::Config;
+use bay_core::config::{Config, PodmanApi};
 use bay_core::driver::ShipContainerRequest;
 use bay_core::model::EffectiveSpec;
 use bay_driver_podman::{PodmanDriver, PodmanSettings};
@@ -96,8 +96,9 @@ impl Run {
         Arc::new(PodmanDriver::new(settings))
     }
 
-    pub fn driver(&self, mode: &str) -> Arc<PodmanDriver> {
-        self.driver_for(&self.config(mode, &[]))
+    /// A driver in `mode` on the API path `api` (`PODMAN_API`).
+    pub fn driver(&self, mode: &str, api: PodmanApi) -> Arc<PodmanDriver> {
+        self.driver_for(&self.config(mode, &[("PODMAN_API", api.as_str())]))
     }
 
     /// A creation request for a new ship id of this run.

@@ -7,17 +7,14 @@
 mod conformance;
 mod harness;
 
-use bay_core::driver::ContainerDriver;
+use bay_core::config::PodmanApi;
+use bay_core::driver::{ContainerDriver, DriverError};
 use bay_core::engine::{self, LABEL_MANAGED, LABEL_SHIP_ID};
 use harness::{Run, agent_becomes_healthy, exec, inspect, podman};
 
-/// What Podman adds to the conformance suite (`conformance.rs`) in one mode: the API version,
-/// the container's name and environment, the nofile ulimit, publishing on 127.0.0.1 only
-/// (host mode) or the attachment to the network (network mode).
-async fn identity_ulimits_and_publishing(mode: &str) {
-    let run = Run::new();
-    let driver = run.driver(mode);
-    driver.initialize().await.expect("initialize");
+/// Checks that `driver` (initialised) drives Podman through the path `PODMAN_API=api` asks
+/// for: `auto` is libpod below Podman 5 and the compatible API from 5 on.
+fn assert_api_path(driver: &bay_driver_podman::PodmanDriver, api: PodmanApi) {
     assert!(
         driver
             .podman_version()
@@ -25,6 +22,33 @@ async fn identity_ulimits_and_publishing(mode: &str) {
         "{:?}",
         driver.podman_version()
     );
+    let major: u64 = driver
+        .podman_version()
+        .and_then(|v| v.split('.').next()?.parse().ok())
+        .expect("podman's major version");
+    let expected = match api {
+        PodmanApi::Auto if major < bay_driver_podman::FIRST_COMPAT_ONLY_MAJOR => PodmanApi::Libpod,
+        PodmanApi::Auto => PodmanApi::Compat,
+        forced => forced,
+    };
+    assert_eq!(
+        driver.api_path(),
+        Some(expected),
+        "PODMAN_API={} on podman {major}",
+        api.as_str()
+    );
+}
+
+/// What Podman adds to the conformance suite (`conformance.rs`) in one mode and API path: the
+/// path chosen, the container's name and environment, the nofile ulimit, the stop grace period
+/// (podman-api's stop timeout is ignored by Podman, so the container's own must be the
+/// driver's), publishing on 127.0.0.1 only (host mode) or the attachment to the network
+/// (network mode).
+async fn identity_ulimits_and_publishing(mode: &str, api: PodmanApi) {
+    let run = Run::new();
+    let driver = run.driver(mode, api);
+    driver.initialize().await.expect("initialize");
+    assert_api_path(&driver, api);
     let req = run.request(1);
     let info = driver.create_ship_container(&req).await.expect("create");
     let cid = info.container_id.clone();
@@ -61,6 +85,11 @@ async fn identity_ulimits_and_publishing(mode: &str) {
             .any(|l| l.starts_with("Max open files") && l.contains(&nofile)),
         "nofile {nofile}: {limits}"
     );
+    assert_eq!(
+        i["Config"]["StopTimeout"],
+        driver.settings().stop_timeout.as_secs(),
+        "the container's own stop timeout is the driver's grace period"
+    );
     if mode == "podman-host" {
         let bindings = &i["HostConfig"]["PortBindings"]["8123/tcp"];
         assert_eq!(bindings[0]["HostIp"], "127.0.0.1", "{bindings}");
@@ -79,28 +108,60 @@ async fn identity_ulimits_and_publishing(mode: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn host_mode_identity_ulimits_and_publishing() {
-    identity_ulimits_and_publishing("podman-host").await;
+    identity_ulimits_and_publishing("podman-host", PodmanApi::Auto).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn host_mode_identity_ulimits_and_publishing_compat() {
+    identity_ulimits_and_publishing("podman-host", PodmanApi::Compat).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn network_mode_identity_ulimits_and_publishing() {
-    identity_ulimits_and_publishing("podman").await;
+    identity_ulimits_and_publishing("podman", PodmanApi::Auto).await;
 }
 
-/// `ship:slim` and `localhost/ship:slim` name the same image; ships on Podman's default
-/// network (no `DOCKER_NETWORK`) get an address too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fully_qualified_image_names_and_the_default_network_work() {
+async fn network_mode_identity_ulimits_and_publishing_compat() {
+    identity_ulimits_and_publishing("podman", PodmanApi::Compat).await;
+}
+
+/// Runs an `async fn(PodmanApi)` check once per API path, as two tests.
+macro_rules! on_both_paths {
+    ($check:ident) => {
+        mod $check {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn libpod() {
+                super::$check(bay_core::config::PodmanApi::Libpod).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn compat() {
+                super::$check(bay_core::config::PodmanApi::Compat).await;
+            }
+        }
+    };
+}
+
+on_both_paths!(fully_qualified_image_names_and_the_default_network_work);
+on_both_paths!(a_stale_container_and_a_vanished_network_are_handled);
+on_both_paths!(a_missing_image_is_image_missing);
+
+/// `ship:slim` (every other test) and `localhost/ship:slim` name the same image; ships on
+/// Podman's default network (no `DOCKER_NETWORK`) get an address too.
+async fn fully_qualified_image_names_and_the_default_network_work(api: PodmanApi) {
     let run = Run::new();
     let config = run.config(
         "podman",
         &[
             ("DOCKER_IMAGE", "localhost/ship:slim"),
             ("DOCKER_NETWORK", ""),
+            ("PODMAN_API", api.as_str()),
         ],
     );
     let driver = run.driver_for(&config);
     driver.initialize().await.unwrap();
+    assert_api_path(&driver, api);
     let info = driver.create_ship_container(&run.request(1)).await.unwrap();
     assert!(
         agent_becomes_healthy(format!("{}:8123", info.ip_address)).await,
@@ -113,12 +174,14 @@ async fn fully_qualified_image_names_and_the_default_network_work() {
 }
 
 /// Podman answers 500 for a taken name and a missing network; the driver treats them as
-/// Docker's 409 (remove the stale container) and 404 (create the network again).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_stale_container_and_a_vanished_network_are_handled() {
+/// Docker's 409 (remove the stale container, with the anonymous volumes of the image's
+/// `VOLUME`s: libpod ignores `podman-api`'s spelling of that) and 404 (create the network
+/// again).
+async fn a_stale_container_and_a_vanished_network_are_handled(api: PodmanApi) {
     let run = Run::new();
-    let driver = run.driver("podman");
+    let driver = run.driver("podman", api);
     driver.initialize().await.unwrap();
+    assert_api_path(&driver, api);
     let req = run.request(1);
     let label = format!("bay.test-run={}", run.id);
     let out = podman(&[
@@ -130,6 +193,17 @@ async fn a_stale_container_and_a_vanished_network_are_handled() {
         harness::IMAGE,
     ]);
     assert!(out.status.success(), "{out:?}");
+    let stale = inspect(&engine::container_name(&req.ship_id));
+    let anonymous: Vec<String> = stale["Mounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .filter_map(|m| Some(m["Name"].as_str()?.to_owned()))
+        .collect();
+    assert!(
+        !anonymous.is_empty(),
+        "the ship image declares VOLUMEs: {stale}"
+    );
     let out = podman(&["network", "rm", "-f", &run.network]);
     assert!(out.status.success(), "{out:?}");
     let info = driver
@@ -146,6 +220,35 @@ async fn a_stale_container_and_a_vanished_network_are_handled() {
         podman(&["network", "exists", &run.network])
             .status
             .success()
+    );
+    for v in &anonymous {
+        assert!(
+            !podman(&["volume", "exists", v]).status.success(),
+            "the stale container's anonymous volume {v} was left behind"
+        );
+    }
+}
+
+/// An image Podman does not have (compat answers 404, libpod 500) is `ImageMissing`, saying
+/// how to load it, and leaves no container behind.
+async fn a_missing_image_is_image_missing(api: PodmanApi) {
+    let run = Run::new();
+    let image = format!("localhost/ship:absent-{}", run.id);
+    let driver = run.driver_for(&run.config(
+        "podman-host",
+        &[("PODMAN_API", api.as_str()), ("DOCKER_IMAGE", &image)],
+    ));
+    // Initialisation only warns about a missing image.
+    driver.initialize().await.expect("initialize");
+    assert_api_path(&driver, api);
+    let req = run.request(1);
+    let e = driver.create_ship_container(&req).await.unwrap_err();
+    assert!(matches!(e, DriverError::ImageMissing(_)), "{e:?}");
+    assert!(e.to_string().contains(&image), "{e}");
+    let name = engine::container_name(&req.ship_id);
+    assert!(
+        !podman(&["container", "exists", &name]).status.success(),
+        "{name} was left behind"
     );
 }
 
@@ -169,18 +272,23 @@ async fn a_missing_socket_is_unavailable_and_named() {
     assert!(e.to_string().contains(&absent.display().to_string()), "{e}");
 }
 
+on_both_paths!(host_directories_keep_and_delete_data);
+
 /// `SHIP_DATA_DIR`: data in host directories, kept across stop, removed on delete even when
 /// the ship's users own files in it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn host_directories_keep_and_delete_data() {
+async fn host_directories_keep_and_delete_data(api: PodmanApi) {
     let run = Run::new();
     let data = run.dir.path().join("ships");
     let config = run.config(
         "podman-host",
-        &[("SHIP_DATA_DIR", &data.display().to_string())],
+        &[
+            ("SHIP_DATA_DIR", &data.display().to_string()),
+            ("PODMAN_API", api.as_str()),
+        ],
     );
     let driver = run.driver_for(&config);
     driver.initialize().await.unwrap();
+    assert_api_path(&driver, api);
     let req = run.request(1);
     let info = driver.create_ship_container(&req).await.unwrap();
     exec(
