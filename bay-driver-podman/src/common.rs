@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use bay_core::driver::{DriverError, DriverResult, ManagedContainer, ShipContainerRequest};
 use bay_core::engine;
 
-use crate::settings::PodmanSettings;
+use crate::settings::{Mode, PodmanSettings};
 
 /// Podman's default network (what ships join in network mode when `DOCKER_NETWORK` is empty).
 pub(crate) const DEFAULT_NETWORK: &str = "podman";
@@ -14,6 +14,25 @@ pub(crate) const DEFAULT_NETWORK: &str = "podman";
 /// The network whose IP is a ship's address in network mode.
 pub(crate) fn address_network(settings: &PodmanSettings) -> &str {
     settings.network.as_deref().unwrap_or(DEFAULT_NETWORK)
+}
+
+/// Podman's network mode of a ship in host mode: a user-mode network stack of its own
+/// (slirp4netns), so ships share no network with each other; the agent port is published on
+/// the host's 127.0.0.1.
+pub(crate) const HOST_MODE_NETNS: &str = "slirp4netns";
+
+/// slirp4netns's options in host mode: no route from the ship to the host's loopback (its
+/// `10.0.2.2` would otherwise be the host's 127.0.0.1, where the other ships' ports and Bay
+/// listen).
+pub(crate) const HOST_MODE_NETNS_OPTIONS: [&str; 1] = ["allow_host_loopback=false"];
+
+/// The network ships join: `DOCKER_NETWORK` in network mode (`None`: Podman's default);
+/// none in host mode, where every ship has its own network stack ([`HOST_MODE_NETNS`]).
+pub(crate) fn ships_network(settings: &PodmanSettings) -> Option<&str> {
+    match settings.mode {
+        Mode::Network => settings.network.as_deref(),
+        Mode::Host => None,
+    }
 }
 
 /// The CPU limit in nano-CPUs (`None` = unlimited).

@@ -109,9 +109,10 @@ impl CompatDriver {
         engine::labels(&self.settings.extra_labels, ship_id)
     }
 
-    /// Creates the ships' network (bridge) unless it exists.
+    /// Creates the ships' network (bridge) unless it exists (network mode only: host-mode
+    /// ships join no network).
     async fn ensure_network(&self, docker: &Docker) -> DriverResult<()> {
-        let Some(net) = self.settings.network.as_deref() else {
+        let Some(net) = common::ships_network(&self.settings) else {
             return Ok(());
         };
         match docker.inspect_network(net, None).await {
@@ -374,9 +375,18 @@ pub(crate) fn container_body(
     });
     let memory = common::memory(req);
     let nano_cpus = common::nano_cpus(req);
-    let network = settings.network.clone();
+    let network = common::ships_network(settings).map(str::to_owned);
+    let network_mode = match settings.mode {
+        Mode::Network => network.clone(),
+        // A network stack of its own, with no route to the host's loopback.
+        Mode::Host => Some(format!(
+            "{}:{}",
+            common::HOST_MODE_NETNS,
+            common::HOST_MODE_NETNS_OPTIONS.join(",")
+        )),
+    };
     let host_config = HostConfig {
-        network_mode: network.clone(),
+        network_mode,
         port_bindings,
         mounts: Some(mounts),
         nano_cpus,
@@ -659,14 +669,13 @@ mod tests {
             [("nofile".to_owned(), true), ("nproc".to_owned(), true)]
         );
         assert_eq!(hc.storage_opt, None);
-        assert_eq!(hc.network_mode.as_deref(), Some("shipyard"));
-        assert!(
-            body.networking_config
-                .unwrap()
-                .endpoints_config
-                .unwrap()
-                .contains_key("shipyard")
+        // A network stack of its own with no route to the host's loopback; DOCKER_NETWORK is
+        // not joined.
+        assert_eq!(
+            hc.network_mode.as_deref(),
+            Some("slirp4netns:allow_host_loopback=false")
         );
+        assert!(body.networking_config.is_none());
         assert_eq!(body.env.unwrap(), engine::agent_env(&req, 8123));
     }
 
@@ -685,6 +694,24 @@ mod tests {
         assert_eq!(hc.memory, None);
         assert_eq!(hc.network_mode, None);
         assert!(body.networking_config.is_none());
+        let joined = container_body(
+            &settings("podman", Some("shipyard")),
+            &request(EffectiveSpec::default()),
+            HashMap::new(),
+            vec![],
+        );
+        assert_eq!(
+            joined.host_config.unwrap().network_mode.as_deref(),
+            Some("shipyard")
+        );
+        assert!(
+            joined
+                .networking_config
+                .unwrap()
+                .endpoints_config
+                .unwrap()
+                .contains_key("shipyard")
+        );
     }
 
     #[test]

@@ -144,9 +144,10 @@ impl LibpodDriver {
         }
     }
 
-    /// Creates the ships' network (`DOCKER_NETWORK`, a bridge) unless it exists.
+    /// Creates the ships' network (`DOCKER_NETWORK`, a bridge) unless it exists (network mode
+    /// only: host-mode ships join no network).
     async fn ensure_network(&self) -> DriverResult<()> {
-        let Some(net) = self.settings.network.as_deref() else {
+        let Some(net) = common::ships_network(&self.settings) else {
             return Ok(());
         };
         let what = format!("network {net}");
@@ -524,23 +525,31 @@ pub(crate) fn create_body(
         // Podman ignores podman-api's stop timeout; it honours the container's own.
         .stop_timeout(settings.stop_timeout.as_secs())
         .volumes(volumes)
-        .mounts(mounts)
-        .net_namespace(Namespace {
+        .mounts(mounts);
+    if let Some(net) = common::ships_network(settings) {
+        opts = opts.networks([(net.to_owned(), serde_json::json!({}))]);
+    }
+    if settings.mode == Mode::Network {
+        opts = opts.net_namespace(Namespace {
             nsmode: Some("bridge".to_owned()),
             value: None,
         });
-    if let Some(net) = settings.network.clone() {
-        opts = opts.networks([(net, serde_json::json!({}))]);
-    }
-    if settings.mode == Mode::Host {
-        opts = opts.portmappings([PortMapping {
-            container_port: Some(settings.container_port),
-            host_ip: Some("127.0.0.1".to_owned()),
-            // none: Podman picks a free port
-            host_port: None,
-            protocol: Some("tcp".to_owned()),
-            range: None,
-        }]);
+    } else {
+        // A network stack of its own, with no route to the host's loopback.
+        opts = opts
+            .net_namespace(Namespace {
+                nsmode: Some(common::HOST_MODE_NETNS.to_owned()),
+                value: None,
+            })
+            .network_options([(common::HOST_MODE_NETNS, common::HOST_MODE_NETNS_OPTIONS)])
+            .portmappings([PortMapping {
+                container_port: Some(settings.container_port),
+                host_ip: Some("127.0.0.1".to_owned()),
+                // none: Podman picks a free port
+                host_port: None,
+                protocol: Some("tcp".to_owned()),
+                range: None,
+            }]);
     }
     let text = opts.build().serialize().map_err(|e| e.to_string())?;
     let mut body: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
@@ -822,10 +831,17 @@ mod tests {
         assert_eq!(body["env"]["SHIP_AUTH_TOKEN"], "tok");
         assert_eq!(body["env"]["SHIP_PORT"], "8123");
         assert_eq!(body["labels"][engine::LABEL_SHIP_ID], "abc");
-        // Host mode: published on loopback only, on DOCKER_NETWORK.
+        // Host mode: published on loopback only, from a network stack of its own with no
+        // route to the host's loopback; DOCKER_NETWORK is not joined.
         assert_eq!(body["portmappings"][0]["host_ip"], "127.0.0.1");
         assert_eq!(body["portmappings"][0]["container_port"], 8123);
-        assert!(body["Networks"]["shipyard"].is_object(), "{body}");
+        assert_eq!(body["netns"]["nsmode"], "slirp4netns", "{body}");
+        assert_eq!(
+            body["network_options"]["slirp4netns"],
+            serde_json::json!(["allow_host_loopback=false"]),
+            "{body}"
+        );
+        assert!(body.get("Networks").is_none(), "{body}");
         assert_eq!(body["volumes"][0]["Name"], "ship-abc-home", "{body}");
     }
 
@@ -842,6 +858,17 @@ mod tests {
         .unwrap();
         assert!(body.get("portmappings").is_none(), "{body}");
         assert!(body.get("Networks").is_none(), "{body}");
+        assert_eq!(body["netns"]["nsmode"], "bridge", "{body}");
+        assert!(body.get("network_options").is_none(), "{body}");
+        let joined = create_body(
+            &settings("podman", Some("shipyard")),
+            &request(EffectiveSpec::default()),
+            HashMap::new(),
+            vec![],
+            vec![],
+        )
+        .unwrap();
+        assert!(joined["Networks"]["shipyard"].is_object(), "{joined}");
         assert!(
             body["resource_limits"]
                 .get("cpu")
