@@ -308,3 +308,131 @@ async fn host_directories_keep_and_delete_data(api: PodmanApi) {
     assert!(!data.join(&req.ship_id).exists());
     assert!(!driver.ship_data_exists(&req.ship_id).await.unwrap());
 }
+
+on_both_paths!(host_mode_ships_reach_neither_each_other_nor_the_hosts_loopback);
+
+/// Tries a TCP connection from inside `container` to each `host:port` of `targets` (IPv6
+/// hosts bracketed); returns the targets that accepted.
+fn connections_from(container: &str, targets: &[String]) -> Vec<String> {
+    const PROBE: &str = r#"
+import socket, sys
+for t in sys.argv[1:]:
+    h, p = t.rsplit(":", 1)
+    h = h.strip("[]")
+    s = socket.socket(socket.AF_INET6 if ":" in h else socket.AF_INET)
+    s.settimeout(3)
+    try:
+        s.connect((h, int(p)))
+        print("open", t)
+    except OSError as e:
+        print("closed", t, e)
+    finally:
+        s.close()
+"#;
+    let mut args = vec!["exec", container, "python3", "-c", PROBE];
+    args.extend(targets.iter().map(String::as_str));
+    let out = podman(&args);
+    assert!(
+        out.status.success(),
+        "probe in {container}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().count(),
+        targets.len(),
+        "one line per target: {text}"
+    );
+    text.lines()
+        .filter_map(|l| l.strip_prefix("open "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The host's own addresses (`ip -o addr`, link-local ones left out, IPv6 bracketed) and
+/// slirp4netns's aliases of the host (`10.0.2.2`, `fd00::2`): every way a host-mode ship could
+/// try to come back to the host.
+fn host_addresses() -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "addr", "show"])
+        .output()
+        .expect("`ip` runs");
+    assert!(out.status.success(), "{out:?}");
+    let mut addrs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(3)?
+                .split('/')
+                .next()
+                .map(str::to_owned)
+        })
+        .filter(|a| !a.starts_with("fe80:"))
+        .map(|a| if a.contains(':') { format!("[{a}]") } else { a })
+        .collect();
+    addrs.extend(["10.0.2.2".to_owned(), "[fd00::2]".to_owned()]);
+    addrs
+}
+
+/// Host mode isolates ships (slirp4netns without host loopback): ship A cannot connect to ship
+/// B's published agent port, nor to anything listening on the host's loopback (where Bay
+/// listens), by any of the host's addresses — while it still reaches what the host serves on
+/// its other addresses (outbound works, and the probe can see an open port).
+async fn host_mode_ships_reach_neither_each_other_nor_the_hosts_loopback(api: PodmanApi) {
+    let run = Run::new();
+    let driver = run.driver("podman-host", api);
+    driver.initialize().await.unwrap();
+    assert_api_path(&driver, api);
+    let a = driver.create_ship_container(&run.request(1)).await.unwrap();
+    let b = driver.create_ship_container(&run.request(2)).await.unwrap();
+    for ship in [&a, &b] {
+        assert!(
+            agent_becomes_healthy(ship.ip_address.clone()).await,
+            "{ship:?}"
+        );
+    }
+    let b_port = b.ip_address.rsplit(':').next().unwrap().to_owned();
+    // Bay's stand-in on the host's loopback, and a control listening on every address.
+    let loopback = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let everywhere = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let loopback_port = loopback.local_addr().unwrap().port().to_string();
+    let everywhere_port = everywhere.local_addr().unwrap().port().to_string();
+
+    let hosts = host_addresses();
+    let forbidden: Vec<String> = hosts
+        .iter()
+        .flat_map(|h| [format!("{h}:{b_port}"), format!("{h}:{loopback_port}")])
+        .chain([
+            format!("127.0.0.1:{b_port}"),
+            format!("127.0.0.1:{loopback_port}"),
+        ])
+        .collect();
+    let reached = connections_from(&a.container_id, &forbidden);
+    assert!(
+        reached.is_empty(),
+        "ship A reached ship B's agent or the host's loopback at {reached:?}"
+    );
+
+    // The control: the host's non-loopback IPv4 addresses serve the 0.0.0.0 listener.
+    let control: Vec<String> = hosts
+        .iter()
+        .filter(|h| !h.contains(':') && !h.starts_with("127.") && *h != "10.0.2.2")
+        .map(|h| format!("{h}:{everywhere_port}"))
+        .collect();
+    assert!(
+        !control.is_empty(),
+        "the host has no IPv4 address: {hosts:?}"
+    );
+    let reached = connections_from(&a.container_id, &control);
+    assert_eq!(
+        reached, control,
+        "ship A reaches the host's other addresses"
+    );
+
+    for ship in [&a, &b] {
+        driver
+            .stop_ship_container(&ship.container_id)
+            .await
+            .unwrap();
+    }
+}
