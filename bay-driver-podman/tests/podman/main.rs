@@ -398,6 +398,25 @@ async fn host_mode_ships_reach_neither_each_other_nor_the_hosts_loopback(api: Po
     let loopback_port = loopback.local_addr().unwrap().port().to_string();
     let everywhere_port = everywhere.local_addr().unwrap().port().to_string();
 
+    // B's own addresses as Podman reports them (none on slirp4netns; a bridge IP if a ship
+    // ever joins a shared network again), with the agent's container port.
+    let b_inspect = inspect(&b.container_id);
+    assert_eq!(
+        b_inspect["HostConfig"]["NetworkMode"], "slirp4netns",
+        "{b_inspect}"
+    );
+    let net = &b_inspect["NetworkSettings"];
+    let b_ips: Vec<String> = std::iter::once(&net["IPAddress"])
+        .chain(
+            net["Networks"]
+                .as_object()
+                .into_iter()
+                .flat_map(|n| n.values().map(|e| &e["IPAddress"])),
+        )
+        .filter_map(|ip| ip.as_str().filter(|ip| !ip.is_empty()))
+        .map(|ip| format!("{ip}:8123"))
+        .collect();
+
     let hosts = host_addresses();
     let forbidden: Vec<String> = hosts
         .iter()
@@ -406,6 +425,7 @@ async fn host_mode_ships_reach_neither_each_other_nor_the_hosts_loopback(api: Po
             format!("127.0.0.1:{b_port}"),
             format!("127.0.0.1:{loopback_port}"),
         ])
+        .chain(b_ips)
         .collect();
     let reached = connections_from(&a.container_id, &forbidden);
     assert!(
