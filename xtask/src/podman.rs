@@ -1,5 +1,5 @@
-//! Podman for the tests (`cargo xtask test`): installs Debian's `podman` when it is missing,
-//! gives rootful Podman `nofile`/`nproc` defaults it can set on this machine, starts
+//! Podman for the tests (`cargo xtask test`): installs Debian's `podman` and `slirp4netns` when
+//! missing, gives rootful Podman `nofile`/`nproc` defaults it can set on this machine, starts
 //! `podman system service` on a private socket (stopped by its PID when the run ends) and
 //! loads the ship image from Docker into Podman's store. Every step is idempotent.
 
@@ -60,11 +60,15 @@ pub fn prepare(images: &[&str]) -> anyhow::Result<Service> {
     Ok(service)
 }
 
+/// Podman, and `slirp4netns` (the network stack of every `podman-host` ship; only a
+/// Recommends of Debian's `podman`, so installed explicitly).
 fn ensure_installed() -> anyhow::Result<()> {
-    if cmd::succeeds(Command::new("podman").arg("--version")) {
+    if cmd::succeeds(Command::new("podman").arg("--version"))
+        && cmd::succeeds(Command::new("slirp4netns").arg("--version"))
+    {
         return Ok(());
     }
-    cmd::apt_install(&["podman"])
+    cmd::apt_install(&["podman", "slirp4netns"])
 }
 
 /// Rootful Podman sets nofile and nproc limits above what this machine allows (runc then
