@@ -35,6 +35,14 @@ pub(crate) fn ships_network(settings: &PodmanSettings) -> Option<&str> {
     }
 }
 
+/// What ships are attached to, as logged: the address network, or [`HOST_MODE_NETNS`].
+pub(crate) fn network_of_ships(settings: &PodmanSettings) -> &str {
+    match settings.mode {
+        Mode::Network => address_network(settings),
+        Mode::Host => HOST_MODE_NETNS,
+    }
+}
+
 /// The CPU limit in nano-CPUs (`None` = unlimited).
 pub(crate) fn nano_cpus(req: &ShipContainerRequest) -> Option<i64> {
     req.spec.cpus.map(|c| (c * 1e9).round() as i64)
@@ -115,6 +123,19 @@ mod tests {
             "shipyard"
         );
         assert_eq!(address_network(&settings("podman", None)), DEFAULT_NETWORK);
+        assert_eq!(
+            ships_network(&settings("podman", Some("shipyard"))),
+            Some("shipyard")
+        );
+        assert_eq!(
+            ships_network(&settings("podman-host", Some("shipyard"))),
+            None
+        );
+        assert_eq!(
+            network_of_ships(&settings("podman-host", Some("shipyard"))),
+            HOST_MODE_NETNS
+        );
+        assert_eq!(network_of_ships(&settings("podman", None)), DEFAULT_NETWORK);
     }
 
     #[test]

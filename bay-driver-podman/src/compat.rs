@@ -472,7 +472,7 @@ impl ContainerDriver for CompatDriver {
         info!(
             mode = ?self.settings.mode,
             image = %self.settings.image,
-            network = common::address_network(&self.settings),
+            network = common::network_of_ships(&self.settings),
             podman.version = self.podman_version().unwrap_or("?"),
             "podman driver ready (docker-compatible api)"
         );

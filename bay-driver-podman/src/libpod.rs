@@ -615,7 +615,7 @@ impl ContainerDriver for LibpodDriver {
         info!(
             mode = ?self.settings.mode,
             image = %image,
-            network = common::address_network(&self.settings),
+            network = common::network_of_ships(&self.settings),
             "podman driver ready (libpod api)"
         );
         Ok(())
