@@ -9,7 +9,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 /// Why a permit was not granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -42,6 +42,8 @@ struct Inner {
 pub struct Admission {
     limit: Option<usize>,
     inner: Mutex<Inner>,
+    /// Signalled when a permit is given back and nobody in the queue took it.
+    freed: Notify,
 }
 
 impl Admission {
@@ -50,6 +52,7 @@ impl Admission {
         Self {
             limit,
             inner: Mutex::new(Inner::default()),
+            freed: Notify::new(),
         }
     }
 
@@ -77,6 +80,13 @@ impl Admission {
     /// Number of permits held.
     pub fn occupancy(&self) -> usize {
         self.inner().holders.len()
+    }
+
+    /// Resolves after a permit was given back that the queue did not take (one waiter; a
+    /// release with nobody waiting is remembered for the next call). The warm pool waits here
+    /// for room.
+    pub async fn freed(&self) {
+        self.freed.notified().await;
     }
 
     /// Number of queued requests.
@@ -126,6 +136,9 @@ impl Admission {
         let mut inner = self.inner();
         if inner.holders.remove(ship_id) {
             Self::hand_over(&mut inner, self.limit);
+            if inner.queue.is_empty() {
+                self.freed.notify_one();
+            }
         }
     }
 

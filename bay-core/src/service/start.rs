@@ -53,6 +53,7 @@ impl ShipService {
             let ship = self
                 .refresh(ship_id)
                 .await?
+                .filter(|s| !s.warm)
                 .ok_or(Error::ShipNotFoundOrCreating)?;
             if ship.status().can_restore() {
                 info!(ship.id = %ship_id, session.id = %session, "starting a stopped ship");
@@ -183,8 +184,32 @@ impl ShipService {
         }
     }
 
-    /// Waits for (or, in reject mode, tries once for) a slot for `ship_id`.
+    /// Waits for (or, in reject mode, tries once for) a slot for `ship_id`. Warm-pool ships
+    /// yield to it: when the limit is reached and the pool holds slots, one warm ship is
+    /// retired first (its slot goes to this request, or to the head of the queue).
     pub(super) async fn admit(&self, ship_id: &str) -> Result<Slot> {
+        let _demand = self.demand();
+        if self.pool_size() > 0 {
+            if self
+                .inner
+                .admission
+                .acquire(ship_id, AtLimit::Reject)
+                .await
+                .is_ok()
+            {
+                return Ok(Slot::new(&self.inner, ship_id));
+            }
+            if self.retire_for_demand().await
+                && self
+                    .inner
+                    .admission
+                    .acquire(ship_id, AtLimit::Reject)
+                    .await
+                    .is_ok()
+            {
+                return Ok(Slot::new(&self.inner, ship_id));
+            }
+        }
         let c = &self.inner.config;
         let at_limit = match c.behavior_after_max_ship {
             MaxShipBehavior::Reject => AtLimit::Reject,
@@ -234,7 +259,7 @@ impl ShipService {
     /// container would hold the ship's data. The answer is awaited for a short grace, so the
     /// container is known and removed with the ship; one that answers even later is found by
     /// its labels (now, or by the status checker).
-    async fn create_container(
+    pub(super) async fn create_container(
         &self,
         row: &ShipRow,
         ttl: i64,
@@ -288,13 +313,13 @@ impl ShipService {
         Ok(())
     }
 
-    async fn ready_and_running(
+    /// Waits until the agent of a new container answers `/health` (within
+    /// `SHIP_HEALTH_CHECK_TIMEOUT`), and returns its endpoint.
+    pub(super) async fn agent_ready(
         &self,
         row: &ShipRow,
         info: &ContainerInfo,
-        session: &str,
-        ttl: i64,
-    ) -> Result<()> {
+    ) -> Result<ShipEndpoint> {
         let endpoint = ShipEndpoint::new(
             &info.ip_address,
             self.inner.config.ship_container_port,
@@ -311,6 +336,17 @@ impl ShipService {
                 secs: budget.as_secs(),
             });
         }
+        Ok(endpoint)
+    }
+
+    async fn ready_and_running(
+        &self,
+        row: &ShipRow,
+        info: &ContainerInfo,
+        session: &str,
+        ttl: i64,
+    ) -> Result<()> {
+        self.agent_ready(row, info).await?;
         let (id, sid, max_ttl) = (row.id.clone(), session.to_owned(), self.max_ttl());
         let found = self
             .inner

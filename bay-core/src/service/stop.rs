@@ -169,7 +169,7 @@ impl ShipService {
     /// lock, which the start holds until the ship is ready.
     async fn refuse_if_creating(&self, ship_id: &str) -> Result<()> {
         match self.refresh(ship_id).await? {
-            Some(ship) if ship.status().is_starting() => Err(Error::ShipCreating),
+            Some(ship) if ship.status().is_starting() && !ship.warm => Err(Error::ShipCreating),
             _ => Ok(()),
         }
     }
@@ -184,7 +184,12 @@ impl ShipService {
     async fn stop_owned(&self, ship_id: &str) -> Result<()> {
         self.refuse_if_creating(ship_id).await?;
         let _g = self.inner.ship_locks.lock(ship_id).await;
-        let ship = self.refresh(ship_id).await?.ok_or(Error::ShipNotFound)?;
+        // Warm-pool ships are not the API's to stop (they are hidden; see `pool.rs`).
+        let ship = self
+            .refresh(ship_id)
+            .await?
+            .filter(|s| !s.warm)
+            .ok_or(Error::ShipNotFound)?;
         if ship.status().is_starting() {
             return Err(Error::ShipCreating);
         }

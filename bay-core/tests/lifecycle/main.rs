@@ -1,6 +1,7 @@
 //! ShipService driven with the FakeDriver and an in-process fake ship agent.
 
 mod faults;
+mod pool;
 mod harness;
 
 use std::collections::HashSet;
