@@ -606,8 +606,11 @@ impl Config {
             .or_else(|| data_dir.clone());
 
         let max_upload_size = src.seconds("MAX_UPLOAD_SIZE", 104_857_600, 1)?;
-        let max_ship_num: u32 =
-            src.parse("MAX_SHIP_NUM", 10, "expected an integer ≥ 0 (0 = unlimited)")?;
+        let max_ship_num: u32 = src.parse(
+            "MAX_SHIP_NUM",
+            10,
+            "expected an integer ≥ 0 (0 = unlimited)",
+        )?;
         let warm_pool_size: u32 = src.parse(
             "WARM_POOL_SIZE",
             0,
@@ -763,7 +766,10 @@ mod tests {
 
     #[test]
     fn the_warm_pool_is_off_by_default_and_bounded_by_the_limit() {
-        assert_eq!(Config::from_pairs::<&str, &str>([]).unwrap().warm_pool_size, 0);
+        assert_eq!(
+            Config::from_pairs::<&str, &str>([]).unwrap().warm_pool_size,
+            0
+        );
         let c = Config::from_pairs([("MAX_SHIP_NUM", "4"), ("WARM_POOL_SIZE", "4")]).unwrap();
         assert_eq!(c.warm_pool_size, 4);
         let c = Config::from_pairs([("MAX_SHIP_NUM", "0"), ("WARM_POOL_SIZE", "40")]).unwrap();
@@ -778,7 +784,10 @@ mod tests {
         let err = Config::from_pairs([("WARM_POOL_SIZE", "-2")])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("WARM_POOL_SIZE") && err.contains("-2"), "{err}");
+        assert!(
+            err.contains("WARM_POOL_SIZE") && err.contains("-2"),
+            "{err}"
+        );
     }
 
     #[test]

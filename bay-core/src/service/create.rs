@@ -154,7 +154,9 @@ impl ShipService {
                 let mut out = Vec::new();
                 for ship in q::ships_with_status(c, ShipStatus::Running)? {
                     if ship.warm
-                        || ship.max_session_num != max || q::relation(c, &s, &ship.id)?.is_some() {
+                        || ship.max_session_num != max
+                        || q::relation(c, &s, &ship.id)?.is_some()
+                    {
                         continue;
                     }
                     if q::active_count(c, &ship.id, now.micros())? < i64::from(ship.max_session_num)

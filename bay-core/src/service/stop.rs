@@ -214,7 +214,9 @@ impl ShipService {
     }
 
     async fn delete_owned(&self, ship_id: &str) -> Result<()> {
-        if self.refresh(ship_id).await?.is_none() {
+        // Warm-pool ships are not the API's to delete (they are hidden; see `pool.rs`); a
+        // claim makes a ship an ordinary one, never the other way round.
+        if self.refresh(ship_id).await?.is_none_or(|s| s.warm) {
             return Err(Error::ShipNotFound);
         }
         let aborted = self.abort_start(ship_id);

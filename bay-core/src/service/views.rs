@@ -172,9 +172,9 @@ impl ShipService {
     }
 
     /// `GET /ship/logs/{id}`: the last `tail` lines, or `""` when there is no container (a
-    /// STOPPED ship) or the engine cannot provide them.
+    /// STOPPED ship), the engine cannot provide them, or the ship is a hidden warm-pool ship.
     pub async fn ship_logs(&self, ship_id: &str, tail: u32) -> Result<String> {
-        let Some(ship) = self.refresh(ship_id).await? else {
+        let Some(ship) = self.refresh(ship_id).await?.filter(|s| !s.warm) else {
             return Ok(String::new());
         };
         if ship.status() == ShipStatus::Stopped {

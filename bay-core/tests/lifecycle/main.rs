@@ -1,8 +1,8 @@
 //! ShipService driven with the FakeDriver and an in-process fake ship agent.
 
 mod faults;
-mod pool;
 mod harness;
+mod pool;
 
 use std::collections::HashSet;
 use std::time::Duration;

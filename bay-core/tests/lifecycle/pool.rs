@@ -59,7 +59,10 @@ async fn a_default_create_claims_a_warm_ship_and_the_pool_refills() {
         assert_eq!(w.status, ShipStatus::Running);
         assert_eq!(w.current_session_num, 0);
         assert_eq!(w.expires_at, None, "a warm ship has no deadline");
-        let token = h.driver.token_of(w.container_id.as_deref().unwrap()).unwrap();
+        let token = h
+            .driver
+            .token_of(w.container_id.as_deref().unwrap())
+            .unwrap();
         assert!(
             h.ship.warmups().contains(&token),
             "warm ship {} was not warmed up",
@@ -77,6 +80,18 @@ async fn a_default_create_claims_a_warm_ship_and_the_pool_refills() {
         h.service.stop_ship(some).await,
         Err(Error::ShipNotFound)
     ));
+    assert!(matches!(
+        h.service.delete_ship(some).await,
+        Err(Error::ShipNotFound)
+    ));
+    assert!(matches!(
+        h.service.extend_ship_ttl(some, 600).await,
+        Err(Error::ShipNotFound)
+    ));
+    assert!(h.service.start_ship(some, "intruder", None).await.is_err());
+    assert!(h.service.ship_sessions(some).await.is_err());
+    assert_eq!(h.service.ship_logs(some, 10).await.unwrap(), "");
+    assert_eq!(warm_ready(&h, 2).await, warm, "the API left the pool alone");
     let o = h.service.overview().await.unwrap();
     assert_eq!((o.ships.total, o.ships.running, o.ships.warm), (0, 0, 2));
 
@@ -197,7 +212,11 @@ async fn a_restarted_service_recognises_its_warm_ships_and_hands_each_out_once()
     let mut h = Harness::new(&[("WARM_POOL_SIZE", "2")]).await;
     let warm = warm_ready(&h, 2).await;
     h.restart().await;
-    assert_eq!(warm_ready(&h, 2).await, warm, "the same warm ships after a restart");
+    assert_eq!(
+        warm_ready(&h, 2).await,
+        warm,
+        "the same warm ships after a restart"
+    );
     assert_eq!(h.driver.count(Op::Create), 2, "no ship was replaced");
     check_invariants(&h, "after a restart").await;
     let a = h.service.create_ship("a", req(600)).await.unwrap();
@@ -214,8 +233,14 @@ async fn a_restarted_service_recognises_its_warm_ships_and_hands_each_out_once()
     assert!(!pool.contains(&a.id) && !pool.contains(&b.id));
     let c = h.service.create_ship("c", req(600)).await.unwrap();
     assert!(pool.contains(&c.id));
-    assert_eq!(h.service.get_session("a", None).await.unwrap().ship_id, a.id);
-    assert_eq!(h.service.get_ship(&a.id).await.unwrap().current_session_num, 1);
+    assert_eq!(
+        h.service.get_session("a", None).await.unwrap().ship_id,
+        a.id
+    );
+    assert_eq!(
+        h.service.get_ship(&a.id).await.unwrap().current_session_num,
+        1
+    );
     settled(&h, 2, "after a crash").await;
 }
 
@@ -268,7 +293,11 @@ async fn warm_ships_never_expire_while_idle() {
     }
     assert!(h.service.diagnostics().reaper_passes >= passes + 3);
     assert_eq!(warm_ready(&h, 1).await, warm);
-    assert_eq!(h.driver.count(Op::Stop), 1, "only the expired ship was stopped");
+    assert_eq!(
+        h.driver.count(Op::Stop),
+        1,
+        "only the expired ship was stopped"
+    );
     settled(&h, 1, "no expiry").await;
 }
 
@@ -297,7 +326,10 @@ async fn the_pool_counts_against_the_limit_and_yields_in_reject_mode() {
         h.service.create_ship("d", big(600)).await,
         Err(Error::ShipLimitReached { .. })
     ));
-    assert!(h.driver.peak_containers() <= 3, "live containers exceeded MAX_SHIP_NUM");
+    assert!(
+        h.driver.peak_containers() <= 3,
+        "live containers exceeded MAX_SHIP_NUM"
+    );
     // Room again: the pool refills up to the limit.
     h.service.delete_ship(&a.id).await.unwrap();
     warm_ready(&h, 1).await;
@@ -425,5 +457,103 @@ async fn engine_faults_while_refilling_back_off_and_leak_nothing() {
             assert_eq!(h.driver.containers().len(), 2, "{scenario}");
             assert_eq!(h.driver.data().len(), 2, "{scenario}");
         }
+    }
+}
+
+/// Deletes every ship the API shows; the pool's ships stay.
+async fn delete_listed(h: &Harness, scenario: &str) {
+    for s in h.service.list_ships().await.unwrap() {
+        match h.service.delete_ship(&s.id).await {
+            Ok(()) | Err(Error::ShipNotFound) => {}
+            Err(e) => panic!("{scenario}: deleting {} failed: {e:?}", s.id),
+        }
+    }
+    assert!(
+        h.service.list_ships().await.unwrap().is_empty(),
+        "{scenario}"
+    );
+}
+
+/// Every relation names a different ship (all requests here ask for one session per ship).
+async fn no_ship_shared(h: &Harness, scenario: &str) {
+    let sessions = h.service.list_sessions().await.unwrap();
+    let ships: HashSet<&str> = sessions.iter().map(|r| r.ship_id.as_str()).collect();
+    assert_eq!(
+        ships.len(),
+        sessions.len(),
+        "{scenario}: a ship was handed to two sessions: {sessions:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn creates_abandoned_at_any_point_leak_nothing_and_hand_out_nothing_twice() {
+    for mode in ["reject", "wait"] {
+        // The limit is tight, so that a non-default create retires a warm ship on its way.
+        let h = Harness::new(&[
+            ("WARM_POOL_SIZE", "2"),
+            ("MAX_SHIP_NUM", "3"),
+            ("BEHAVIOR_AFTER_MAX_SHIP", mode),
+            ("MAX_SHIP_WAIT_SECONDS", "1"),
+        ])
+        .await;
+        for op in [Op::Create, Op::Stop, Op::DeleteData, Op::ListManaged] {
+            h.driver.delay(op, Duration::from_millis(3));
+        }
+        for ms in [0u64, 1, 2, 3, 5, 8, 13, 21, 34] {
+            let scenario = format!("{mode}: callers gone after {ms} ms");
+            let limit = Duration::from_millis(ms);
+            warm_ready(&h, 2).await;
+            // A claim, a cold create at the limit (it retires a warm ship), and both again
+            // while the pool refills.
+            let _ = tokio::time::timeout(limit, h.service.create_ship("claim", req(600))).await;
+            let _ = tokio::time::timeout(limit, h.service.create_ship("cold", big(600))).await;
+            let _ = tokio::time::timeout(limit, h.service.create_ship("claim2", req(600))).await;
+            let _ = tokio::time::timeout(limit, h.service.create_ship("cold2", big(600))).await;
+            settle_and_check(&h, &scenario).await;
+            no_ship_shared(&h, &scenario).await;
+            // A create its caller left before the first poll makes nothing; any other runs to
+            // its end: the session has its ship, which is no pool ship.
+            let warm: HashSet<String> = h
+                .service
+                .list_warm_ships()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.id)
+                .collect();
+            for s in h.service.list_sessions().await.unwrap() {
+                assert!(!warm.contains(&s.ship_id), "{scenario}: {s:?}");
+            }
+            assert!(
+                h.driver.peak_containers() <= 3,
+                "{scenario}: over the limit"
+            );
+            delete_listed(&h, &scenario).await;
+            settle_and_check(&h, &scenario).await;
+        }
+        // Dropped after a number of polls rather than a delay.
+        for polls in 0..4 {
+            let scenario = format!("{mode}: dropped after {polls} polls");
+            warm_ready(&h, 2).await;
+            for (session, r) in [("p-claim", req(600)), ("p-cold", big(600))] {
+                let mut fut = std::pin::pin!(h.service.create_ship(session, r));
+                for _ in 0..polls {
+                    let _ = futures::poll!(fut.as_mut());
+                    tokio::task::yield_now().await;
+                }
+            }
+            settle_and_check(&h, &scenario).await;
+            no_ship_shared(&h, &scenario).await;
+            for session in ["p-claim", "p-cold"] {
+                let got = h.service.get_session(session, None).await;
+                assert_eq!(got.is_ok(), polls > 0, "{scenario}: {session}: {got:?}");
+            }
+            delete_listed(&h, &scenario).await;
+        }
+        settled(&h, 2, mode).await;
+        h.service.shutdown().await;
+        // Only the pool's containers and data remain.
+        assert_eq!(h.driver.containers().len(), 2, "{mode}");
+        assert_eq!(h.driver.data().len(), 2, "{mode}");
     }
 }

@@ -57,9 +57,17 @@ async fn a_create_is_served_from_the_warm_pool_and_the_pool_refills() {
     let o = pool_ready(&api, 2).await;
     assert_eq!(o["ships"]["total"], 0, "warm ships are counted apart: {o}");
     let (s, list) = api.json(Method::GET, "/ships", None, None).await;
-    assert_eq!((s, list.clone()), (StatusCode::OK, json!([])), "warm ships are not listed");
+    assert_eq!(
+        (s, list.clone()),
+        (StatusCode::OK, json!([])),
+        "warm ships are not listed"
+    );
     let warm = containers(&bay);
-    assert_eq!(warm.len(), 2, "two warm containers before any request: {warm:?}");
+    assert_eq!(
+        warm.len(),
+        2,
+        "two warm containers before any request: {warm:?}"
+    );
     let (s, metrics) = api.json(Method::GET, "/metrics", None, None).await;
     assert_eq!(s, StatusCode::OK);
     assert!(
