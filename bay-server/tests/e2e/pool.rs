@@ -205,7 +205,11 @@ async fn fifty_concurrent_creates_get_fifty_different_ships() {
             .await;
         assert_eq!(s, StatusCode::OK, "{rels}");
         assert_eq!(rels["total"], 1, "{id}: {rels}");
-        assert_eq!(rels["sessions"][0]["session_id"], session.as_str(), "{rels}");
+        assert_eq!(
+            rels["sessions"][0]["session_id"],
+            session.as_str(),
+            "{rels}"
+        );
     }
 
     // Permanent deletes leave no container and no volume of those ships; the pool stays.
@@ -222,7 +226,11 @@ async fn fifty_concurrent_creates_get_fifty_different_ships() {
     let o = pool_ready(&api, 5).await;
     assert_eq!(o["ships"]["total"], 0, "{o}");
     let left = containers(&bay);
-    assert_eq!(left.len(), 5, "only the pool's containers are left: {left:?}");
+    assert_eq!(
+        left.len(),
+        5,
+        "only the pool's containers are left: {left:?}"
+    );
     assert!(left.is_disjoint(&cids), "{left:?}");
     for id in &ids {
         assert_eq!(volumes_of(id), "", "the data of {id} is left");
