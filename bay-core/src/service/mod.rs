@@ -253,8 +253,6 @@ struct Inner {
     events: broadcast::Sender<ShipEvent>,
     /// Wakes the warm pool's refill task (a claim, a retired warm ship, demand gone).
     pool_wake: Notify,
-    /// Admissions in progress: while any, the warm pool does not take a slot (it yields).
-    demand: std::sync::atomic::AtomicUsize,
     /// Stops the background tasks and aborts starts in progress cleanly.
     shutdown: CancellationToken,
     /// Drops every operation where it stands (after the shutdown grace, or a simulated crash).
@@ -357,7 +355,6 @@ impl ShipService {
                 operations: watch::Sender::new(0),
                 events,
                 pool_wake: Notify::new(),
-                demand: std::sync::atomic::AtomicUsize::new(0),
                 shutdown: CancellationToken::new(),
                 halt: CancellationToken::new(),
                 tasks: Mutex::new(Vec::new()),

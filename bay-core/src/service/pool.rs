@@ -19,7 +19,6 @@
 //! task is service-owned: each fill runs through [`ShipService::owned`], sleeps while the pool
 //! is full or there is no room, and backs off exponentially after a failure.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tracing::{debug, info, warn};
@@ -27,7 +26,6 @@ use tracing::{debug, info, warn};
 use super::guards::Slot;
 use super::ttl::{grant, recompute_deadline};
 use super::{CreateShip, Inner, Ship, ShipService, random_token};
-use crate::admission::AtLimit;
 use crate::driver::DriverError;
 use crate::error::{Error, Result};
 use crate::model::{EffectiveSpec, ShipStatus, SpecRequest, Timestamp};
@@ -53,12 +51,13 @@ enum Refill {
     Failed,
 }
 
-/// An admission in progress: the pool does not take a slot meanwhile. Its end wakes the pool.
+/// An admission in progress ([`crate::admission::Admission::begin_demand`]): the pool takes
+/// no permit meanwhile. Its end wakes the pool.
 pub(super) struct Demand<'a>(&'a Inner);
 
 impl Drop for Demand<'_> {
     fn drop(&mut self) {
-        self.0.demand.fetch_sub(1, Ordering::SeqCst);
+        self.0.admission.end_demand();
         self.0.pool_wake.notify_one();
     }
 }
@@ -81,7 +80,7 @@ impl ShipService {
     }
 
     pub(super) fn demand(&self) -> Demand<'_> {
-        self.inner.demand.fetch_add(1, Ordering::SeqCst);
+        self.inner.admission.begin_demand();
         Demand(&self.inner)
     }
 
@@ -178,15 +177,13 @@ impl ShipService {
         };
         // The newest first: the oldest have had longest to warm up.
         for candidate in ready.iter().rev() {
-            let _g = self.inner.ship_locks.lock(&candidate.id).await;
-            let Ok(Some(row)) = self.refresh(&candidate.id).await else {
-                continue;
-            };
-            if !(row.warm && row.status().can_attach()) {
-                continue;
-            }
-            info!(ship.id = %row.id, "retiring a warm ship for a request at the limit");
-            if self.discard_new_ship(&row.id).await {
+            if self
+                .retire_ready(
+                    &candidate.id,
+                    "retiring a warm ship for a request at the limit",
+                )
+                .await
+            {
                 return true;
             }
         }
@@ -210,6 +207,39 @@ impl ShipService {
             }
         }
         false
+    }
+
+    /// Removes the ready pool ship `id` with its container and data, unless a claim took it
+    /// meanwhile; whether it is gone. Takes the ship's lock.
+    async fn retire_ready(&self, id: &str, why: &'static str) -> bool {
+        let _g = self.inner.ship_locks.lock(id).await;
+        let Ok(Some(row)) = self.refresh(id).await else {
+            return false;
+        };
+        if !(row.warm && row.status().can_attach()) {
+            return false;
+        }
+        info!(ship.id = %id, "{why}");
+        self.discard_new_ship(id).await
+    }
+
+    /// Ready pool ships beyond `WARM_POOL_SIZE` — made before a restart with a smaller pool,
+    /// or none — are removed, the newest first: they would hold their slots for ever, since
+    /// nothing else claims, expires or retires them. Part of the status check.
+    pub(super) async fn trim_pool(&self) {
+        let Ok(ready) = self
+            .inner
+            .store
+            .tx(|c| q::warm_ships(c, ShipStatus::Running))
+            .await
+        else {
+            return;
+        };
+        let surplus = ready.len().saturating_sub(self.pool_size());
+        for candidate in ready.iter().rev().take(surplus) {
+            self.retire_ready(&candidate.id, "removing a warm ship beyond WARM_POOL_SIZE")
+                .await;
+        }
     }
 
     /// The refill task: keeps `WARM_POOL_SIZE` pool ships, ready or filling, while there is
@@ -251,7 +281,7 @@ impl ShipService {
             if self.inner.shutdown.is_cancelled() {
                 return Refill::NoRoom;
             }
-            if self.inner.demand.load(Ordering::SeqCst) > 0 {
+            if self.inner.admission.demand() > 0 {
                 return Refill::NoRoom;
             }
             let Some(count) = self.pool_count().await else {
@@ -320,19 +350,11 @@ impl ShipService {
         let owner = self
             .claim(&ship_id)
             .ok_or_else(|| Error::CreateFailed(format!("ship id {ship_id} is taken")))?;
-        if self
-            .inner
-            .admission
-            .acquire(&ship_id, AtLimit::Reject)
-            .await
-            .is_err()
-        {
+        // Only a free permit nobody asks for: never one given back for a request.
+        if !self.inner.admission.try_acquire_spare(&ship_id) {
             return Ok(false);
         }
         let slot = Slot::new(&self.inner, &ship_id);
-        if self.inner.demand.load(Ordering::SeqCst) > 0 {
-            return Ok(false);
-        }
         let spec = self.pool_spec();
         let now = Self::now();
         let row = ShipRow {

@@ -11,6 +11,7 @@
 //! * a RUNNING ship whose container the engine reports not running or not found: stopped. Any
 //!   other engine error is "unknown" and changes nothing;
 //! * a warm-pool ship whose container is gone, or that was stopped: removed (the pool refills);
+//!   ready warm-pool ships beyond `WARM_POOL_SIZE` (a restart with a smaller pool): removed;
 //! * a managed container of a recorded ship that should not have it: removed. Containers of
 //!   ship ids Bay has no record of are never touched.
 
@@ -39,6 +40,7 @@ impl ShipService {
         self.retry_pending_stops().await;
         self.check_running().await;
         self.remove_stopped_warm().await;
+        self.trim_pool().await;
         self.remove_orphans().await;
     }
 

@@ -557,3 +557,45 @@ async fn creates_abandoned_at_any_point_leak_nothing_and_hand_out_nothing_twice(
         assert_eq!(h.driver.data().len(), 2, "{mode}");
     }
 }
+
+/// Sets `WARM_POOL_SIZE` for the next start of the harness's service.
+fn set_pool_size(h: &mut Harness, size: &str) {
+    h.settings.retain(|(k, _)| k != "WARM_POOL_SIZE");
+    h.settings.push(("WARM_POOL_SIZE".into(), size.into()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_with_a_smaller_pool_or_none_gives_the_surplus_slots_back() {
+    let mut h = Harness::new(&[
+        ("WARM_POOL_SIZE", "3"),
+        ("MAX_SHIP_NUM", "3"),
+        ("BEHAVIOR_AFTER_MAX_SHIP", "reject"),
+    ])
+    .await;
+    warm_ready(&h, 3).await;
+    // Newest first: the last one is the oldest.
+    let oldest = h.service.list_warm_ships().await.unwrap().pop().unwrap().id;
+    set_pool_size(&mut h, "1");
+    h.restart().await;
+    // The oldest stays; the two newest are removed at start-up, with their slots.
+    let kept = warm_ready(&h, 1).await;
+    assert_eq!(kept, BTreeSet::from([oldest]));
+    assert_eq!(h.service.diagnostics().slots.len(), 1);
+    assert_eq!(h.driver.containers().len(), 1);
+    check_invariants(&h, "pool of 3 restarted as 1").await;
+    // Pool off: the last warm ship goes too, and every slot is the requests'.
+    set_pool_size(&mut h, "0");
+    h.restart().await;
+    assert!(h.service.list_warm_ships().await.unwrap().is_empty());
+    assert!(h.service.diagnostics().slots.is_empty());
+    for s in ["a", "b", "c"] {
+        h.service.create_ship(s, big(600)).await.unwrap();
+    }
+    assert_eq!(
+        h.driver.count(Op::Create),
+        6,
+        "three warm ships, then three new ones"
+    );
+    settle_and_check(&h, "pool turned off").await;
+    assert_eq!(h.driver.containers().len(), 3);
+}
