@@ -220,8 +220,7 @@ impl ShipService {
         let slot: Slot = tokio::select! {
             biased;
             () = owner.abort.cancelled() => return Err(self.abort_reason()),
-            slot = self.admit(&ship_id) => slot?,
-            () = caller.cancelled() => return Err(super::caller_left()),
+            slot = self.admit(&ship_id, caller) => slot?,
         };
         let spec = self.effective_spec(&req.spec);
         let now = Self::now();

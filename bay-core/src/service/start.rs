@@ -141,8 +141,7 @@ impl ShipService {
         let slot: Slot = tokio::select! {
             biased;
             () = owner.abort.cancelled() => return Err(self.abort_reason()),
-            slot = self.admit(ship_id) => slot?,
-            () = caller.cancelled() => return Err(super::caller_left()),
+            slot = self.admit(ship_id, caller) => slot?,
         };
         let _g = self.inner.ship_locks.lock(ship_id).await;
         if owner.abort.is_cancelled() {
@@ -186,8 +185,10 @@ impl ShipService {
 
     /// Waits for (or, in reject mode, tries once for) a slot for `ship_id`. Warm-pool ships
     /// yield to it: when the limit is reached and the pool holds slots, one warm ship is
-    /// retired first (its slot goes to this request, or to the head of the queue).
-    pub(super) async fn admit(&self, ship_id: &str) -> Result<Slot> {
+    /// retired first (its slot goes to this request, or to the head of the queue). Only the
+    /// wait in the queue follows `caller`: once a warm ship is retired for it, the request
+    /// goes on without its caller, like any request that does not have to wait.
+    pub(super) async fn admit(&self, ship_id: &str, caller: &CancellationToken) -> Result<Slot> {
         let _demand = self.demand();
         if self.pool_size() > 0 {
             if self
@@ -215,7 +216,7 @@ impl ShipService {
             MaxShipBehavior::Reject => AtLimit::Reject,
             MaxShipBehavior::Wait => AtLimit::Wait(c.max_ship_wait),
         };
-        match self.inner.admission.acquire(ship_id, at_limit).await {
+        match wanted(caller, self.inner.admission.acquire(ship_id, at_limit)).await? {
             Ok(()) => Ok(Slot::new(&self.inner, ship_id)),
             Err(AdmissionError::Timeout) => Err(Error::SlotWaitTimeout),
             Err(AdmissionError::Full) => Err(Error::ShipLimitReached {
