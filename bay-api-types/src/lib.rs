@@ -166,6 +166,8 @@ impl OverviewResponse {
                 running: overview.ships.running,
                 stopped: overview.ships.stopped,
                 creating: overview.ships.creating,
+                warm: overview.ships.warm,
+                warming: overview.ships.warming,
             },
             sessions: SessionCounts {
                 total: overview.sessions.total,
@@ -175,10 +177,11 @@ impl OverviewResponse {
     }
 }
 
-/// Ship counts by status.
+/// Ship counts by status. Warm-pool ships (`WARM_POOL_SIZE`) are counted apart, in `warm`
+/// and `warming`, not in the other fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShipCounts {
-    /// all records
+    /// all records outside the warm pool
     pub total: usize,
     /// status 1
     pub running: usize,
@@ -186,6 +189,12 @@ pub struct ShipCounts {
     pub stopped: usize,
     /// status 2
     pub creating: usize,
+    /// warm-pool ships ready to be handed out (absent from older servers: 0)
+    #[serde(default)]
+    pub warm: usize,
+    /// warm-pool ships being started (absent from older servers: 0)
+    #[serde(default)]
+    pub warming: usize,
 }
 
 /// Relation counts.

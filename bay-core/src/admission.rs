@@ -9,7 +9,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 /// Why a permit was not granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +35,8 @@ pub enum AtLimit {
 struct Inner {
     holders: HashSet<String>,
     queue: VecDeque<(String, oneshot::Sender<()>)>,
+    /// Admissions of real requests in progress (see [`Admission::begin_demand`]).
+    demand: usize,
 }
 
 /// The ship-slot semaphore.
@@ -42,6 +44,8 @@ struct Inner {
 pub struct Admission {
     limit: Option<usize>,
     inner: Mutex<Inner>,
+    /// Signalled when a permit is given back and nobody in the queue took it.
+    freed: Notify,
 }
 
 impl Admission {
@@ -50,6 +54,7 @@ impl Admission {
         Self {
             limit,
             inner: Mutex::new(Inner::default()),
+            freed: Notify::new(),
         }
     }
 
@@ -77,6 +82,44 @@ impl Admission {
     /// Number of permits held.
     pub fn occupancy(&self) -> usize {
         self.inner().holders.len()
+    }
+
+    /// Resolves after a permit was given back that the queue did not take (one waiter; a
+    /// release with nobody waiting is remembered for the next call). The warm pool waits here
+    /// for room.
+    pub async fn freed(&self) {
+        self.freed.notified().await;
+    }
+
+    /// Marks an admission of a real request as in progress until [`Admission::end_demand`]:
+    /// meanwhile [`Admission::try_acquire_spare`] grants nothing, so a permit given back for
+    /// the request (a warm-pool ship retired for it) cannot go to the pool instead.
+    pub fn begin_demand(&self) {
+        self.inner().demand += 1;
+    }
+
+    /// Ends what [`Admission::begin_demand`] began.
+    pub fn end_demand(&self) {
+        let mut inner = self.inner();
+        inner.demand = inner.demand.saturating_sub(1);
+    }
+
+    /// Admissions of real requests in progress.
+    pub fn demand(&self) -> usize {
+        self.inner().demand
+    }
+
+    /// Takes a permit for `ship_id` only if one is free, nobody is queued and no admission of
+    /// a real request is in progress — checked under the lock, in one step. The warm pool
+    /// takes its permits this way, so it never competes with demand.
+    pub fn try_acquire_spare(&self, ship_id: &str) -> bool {
+        let mut inner = self.inner();
+        let free = self.limit.is_none_or(|l| inner.holders.len() < l);
+        if free && inner.queue.is_empty() && inner.demand == 0 {
+            inner.holders.insert(ship_id.to_owned());
+            return true;
+        }
+        false
     }
 
     /// Number of queued requests.
@@ -126,6 +169,9 @@ impl Admission {
         let mut inner = self.inner();
         if inner.holders.remove(ship_id) {
             Self::hand_over(&mut inner, self.limit);
+            if inner.queue.is_empty() {
+                self.freed.notify_one();
+            }
         }
     }
 
@@ -181,6 +227,20 @@ mod tests {
         a.release("a");
         a.acquire("b", AtLimit::Reject).await.unwrap();
         assert_eq!(a.occupancy(), 1);
+    }
+
+    #[tokio::test]
+    async fn spare_permits_yield_to_demand() {
+        let a = Admission::new(Some(2));
+        assert!(a.try_acquire_spare("warm-1"));
+        a.begin_demand();
+        assert!(!a.try_acquire_spare("warm-2"), "demand in progress");
+        a.acquire("real", AtLimit::Reject).await.unwrap();
+        a.end_demand();
+        assert!(!a.try_acquire_spare("warm-2"), "no permit left");
+        a.release("real");
+        assert!(a.try_acquire_spare("warm-2"));
+        assert_eq!(a.holders(), ["warm-1", "warm-2"]);
     }
 
     #[tokio::test]

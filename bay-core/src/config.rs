@@ -162,6 +162,10 @@ pub struct Config {
     pub container_driver: DriverKind,
     /// `MAX_SHIP_NUM`: ships in status 1 or 2; `0` = unlimited.
     pub max_ship_num: u32,
+    /// `WARM_POOL_SIZE`: ships kept created, started and healthy with the default spec and no
+    /// session, handed to creates that fit; `0` = no pool. At most `MAX_SHIP_NUM` when that is
+    /// limited.
+    pub warm_pool_size: u32,
     /// `BEHAVIOR_AFTER_MAX_SHIP`.
     pub behavior_after_max_ship: MaxShipBehavior,
     /// `MAX_SHIP_WAIT_SECONDS`: bound of the wait-mode queue.
@@ -241,6 +245,7 @@ const KNOWN: &[&str] = &[
     "DATABASE_URL",
     "CONTAINER_DRIVER",
     "MAX_SHIP_NUM",
+    "WARM_POOL_SIZE",
     "BEHAVIOR_AFTER_MAX_SHIP",
     "MAX_SHIP_WAIT_SECONDS",
     "DOCKER_IMAGE",
@@ -627,6 +632,23 @@ impl Config {
             .or_else(|| data_dir.clone());
 
         let max_upload_size = src.seconds("MAX_UPLOAD_SIZE", 104_857_600, 1)?;
+        let max_ship_num: u32 = src.parse(
+            "MAX_SHIP_NUM",
+            10,
+            "expected an integer ≥ 0 (0 = unlimited)",
+        )?;
+        let warm_pool_size: u32 = src.parse(
+            "WARM_POOL_SIZE",
+            0,
+            "expected an integer ≥ 0 (0 = no warm pool)",
+        )?;
+        if max_ship_num > 0 && warm_pool_size > max_ship_num {
+            return Err(invalid(
+                "WARM_POOL_SIZE",
+                src.get("WARM_POOL_SIZE").unwrap_or_default(),
+                &format!("the warm pool cannot exceed MAX_SHIP_NUM ({max_ship_num})"),
+            ));
+        }
         Ok(Self {
             host: src.string("HOST", "0.0.0.0"),
             port: src.parse("PORT", 8156, "expected an integer from 0 to 65535")?,
@@ -641,11 +663,8 @@ impl Config {
             database_url,
             database_path,
             container_driver,
-            max_ship_num: src.parse(
-                "MAX_SHIP_NUM",
-                10,
-                "expected an integer ≥ 0 (0 = unlimited)",
-            )?,
+            max_ship_num,
+            warm_pool_size,
             behavior_after_max_ship: src.choice(
                 "BEHAVIOR_AFTER_MAX_SHIP",
                 MaxShipBehavior::Wait,
@@ -793,6 +812,32 @@ mod tests {
             let err = Config::from_pairs([(var, value)]).unwrap_err().to_string();
             assert!(err.contains(var) && err.contains(value), "{err}");
         }
+    }
+
+    #[test]
+    fn the_warm_pool_is_off_by_default_and_bounded_by_the_limit() {
+        assert_eq!(
+            Config::from_pairs::<&str, &str>([]).unwrap().warm_pool_size,
+            0
+        );
+        let c = Config::from_pairs([("MAX_SHIP_NUM", "4"), ("WARM_POOL_SIZE", "4")]).unwrap();
+        assert_eq!(c.warm_pool_size, 4);
+        let c = Config::from_pairs([("MAX_SHIP_NUM", "0"), ("WARM_POOL_SIZE", "40")]).unwrap();
+        assert_eq!(c.warm_pool_size, 40);
+        let err = Config::from_pairs([("MAX_SHIP_NUM", "3"), ("WARM_POOL_SIZE", "5")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid WARM_POOL_SIZE \"5\": the warm pool cannot exceed MAX_SHIP_NUM (3)"
+        );
+        let err = Config::from_pairs([("WARM_POOL_SIZE", "-2")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("WARM_POOL_SIZE") && err.contains("-2"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -122,6 +122,16 @@ impl std::fmt::Debug for Download {
     }
 }
 
+/// What the agent answered to `POST /warmup`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warmup {
+    /// A spare interpreter is ready or being started.
+    Started,
+    /// An older agent without the endpoint (404): the first Python call starts the
+    /// interpreter, as before.
+    NotSupported,
+}
+
 /// A pooled client for ship agents.
 #[derive(Debug, Clone)]
 pub struct ShipClient {
@@ -189,6 +199,25 @@ impl ShipClient {
             tokio::time::sleep(interval.min(remaining)).await;
             interval = (interval * 2).min(max_interval);
         }
+    }
+
+    /// `POST /warmup` (ship token, no body): asks the agent to start a spare Python
+    /// interpreter so that the first `ipython/exec` does not pay for its start-up. An agent
+    /// that does not know the endpoint (404) is [`Warmup::NotSupported`], not an error.
+    pub async fn warmup(&self, ship: &ShipEndpoint, timeout: Duration) -> Result<Warmup> {
+        let response = self
+            .http
+            .post(ship.url("/warmup"))
+            .bearer_auth(&ship.token)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| transport_error(&e))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(Warmup::NotSupported);
+        }
+        json_answer(response, ERROR_BODY_PREFIX).await?;
+        Ok(Warmup::Started)
     }
 
     /// Forwards an operation and returns the agent's JSON answer.

@@ -58,6 +58,7 @@ pub mod schema {
             auth_token -> Text,
             deadline -> Nullable<BigInt>,
             ever_running -> Bool,
+            warm -> Bool,
         }
     }
 
@@ -111,6 +112,9 @@ pub struct ShipRow {
     pub deadline: Option<i64>,
     /// whether it ever became ready
     pub ever_running: bool,
+    /// a warm-pool ship: no session, default spec, never expires while idle (RUNNING: ready to
+    /// be claimed; CREATING: being filled)
+    pub warm: bool,
 }
 
 impl ShipRow {
@@ -331,6 +335,7 @@ pub mod q {
         use diesel::dsl::min;
         ships::table
             .filter(ships::status.eq(ShipStatus::Running.code()))
+            .filter(ships::warm.eq(false))
             .select(min(ships::deadline))
             .first(c)
     }
@@ -339,6 +344,7 @@ pub mod q {
     pub fn overdue_ships(c: &mut SqliteConnection, now: i64) -> QueryResult<Vec<String>> {
         ships::table
             .filter(ships::status.eq(ShipStatus::Running.code()))
+            .filter(ships::warm.eq(false))
             .filter(ships::deadline.le(now).or(ships::deadline.is_null()))
             .select(ships::id)
             .load(c)
@@ -375,11 +381,22 @@ pub mod q {
             .load(c)
     }
 
-    /// Id and deadline of every running ship.
+    /// Id and deadline of every running ship outside the warm pool.
     pub fn running_deadlines(c: &mut SqliteConnection) -> QueryResult<Vec<(String, Option<i64>)>> {
         ships::table
             .filter(ships::status.eq(ShipStatus::Running.code()))
+            .filter(ships::warm.eq(false))
             .select((ships::id, ships::deadline))
+            .load(c)
+    }
+
+    /// Warm-pool ships with a status, oldest first.
+    pub fn warm_ships(c: &mut SqliteConnection, status: ShipStatus) -> QueryResult<Vec<ShipRow>> {
+        ships::table
+            .filter(ships::warm.eq(true))
+            .filter(ships::status.eq(status.code()))
+            .order((ships::created_at.asc(), ships::id.asc()))
+            .select(ShipRow::as_select())
             .load(c)
     }
 

@@ -487,9 +487,15 @@ struct ShipState {
     files: Mutex<HashMap<String, Bytes>>,
     unhealthy: AtomicBool,
     health_checks: AtomicUsize,
+    /// The bearer tokens of `POST /warmup` requests, in order.
+    warmups: Mutex<Vec<String>>,
+    /// Answer `/warmup` with 404, as an agent older than the endpoint does.
+    no_warmup: AtomicBool,
 }
 
 /// An in-process fake ship agent on 127.0.0.1. It answers `/health` (unless made unhealthy),
+/// `POST /warmup` (`{"status":"ok"}`, recording the bearer token; 404 after
+/// [`FakeShip::set_warmup_supported`]`(false)`),
 /// `/shell/exec` (echoes the command; `sleep_ms` in the payload delays the answer), any route
 /// with `fail_status` in its payload with that status, any route with `huge_bytes: n` (and optionally `huge_status`) in its
 /// payload with a 200 body of `n` spaces (chunked; with `Content-Length` when the payload also
@@ -553,7 +559,21 @@ impl FakeShip {
         self.state.health_checks.load(Ordering::SeqCst)
     }
 
-    /// Requests received so far (health checks excluded).
+    /// The bearer tokens (ship tokens) of the `POST /warmup` requests so far, in order.
+    pub fn warmups(&self) -> Vec<String> {
+        self.state
+            .warmups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Makes `/warmup` answer 404, as an agent older than the endpoint does (or 200 again).
+    pub fn set_warmup_supported(&self, supported: bool) {
+        self.state.no_warmup.store(!supported, Ordering::SeqCst);
+    }
+
+    /// Requests received so far (health and warm-up requests excluded).
     pub fn seen(&self) -> Vec<SeenRequest> {
         self.state
             .seen
@@ -658,6 +678,22 @@ async fn handle(
                 &json!({"status": "healthy", "service": "ship"}),
             )
         });
+    }
+    if path == "/warmup" && req.method() == hyper::Method::POST {
+        if st.no_warmup.load(Ordering::SeqCst) {
+            return Ok(json_response(
+                StatusCode::NOT_FOUND,
+                &json!({"detail": "Not Found"}),
+            ));
+        }
+        let token = header(&req, "authorization")
+            .and_then(|a| a.strip_prefix("Bearer ").map(str::to_owned))
+            .unwrap_or_default();
+        st.warmups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(token);
+        return Ok(json_response(StatusCode::OK, &json!({"status": "ok"})));
     }
     if path == "/term/ws" {
         return Ok(terminal_upgrade(&st, req));

@@ -2,7 +2,8 @@
 //!
 //! `GET /metrics` (bearer token required, like every non-public route: ship ids are not in it,
 //! but load and error rates are operational data) exposes:
-//! - `bay_ships{status}`: ship records by status (read at scrape time),
+//! - `bay_ships{status}`: ship records by status (read at scrape time), warm-pool ships apart,
+//! - `bay_ships_warm{state}`: warm-pool ships, `ready` or `starting`,
 //! - `bay_sessions{state}`: relations, total and active,
 //! - `bay_ship_creates_total{outcome}` and `bay_ship_create_duration_seconds`,
 //! - `bay_exec_duration_seconds{type}` (allow-listed types only; process ids folded),
@@ -130,6 +131,12 @@ impl Metrics {
                 ("creating", o.ships.creating),
             ] {
                 let _ = writeln!(out, "bay_ships{{status=\"{status}\"}} {n}");
+            }
+            out.push_str(
+                "# HELP bay_ships_warm Warm-pool ships (not in bay_ships): ready, or starting.\n# TYPE bay_ships_warm gauge\n",
+            );
+            for (state, n) in [("ready", o.ships.warm), ("starting", o.ships.warming)] {
+                let _ = writeln!(out, "bay_ships_warm{{state=\"{state}\"}} {n}");
             }
             out.push_str(
                 "# HELP bay_sessions Session-ship relations.\n# TYPE bay_sessions gauge\n",

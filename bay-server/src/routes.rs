@@ -492,7 +492,7 @@ fn schemas() -> Value {
         "ShipSessions": {"type": "object", "properties": {"ship_id": {"type": "string"}, "sessions": {"type": "array", "items": schema_ref("SessionResponse")}, "total": {"type": "integer"}}},
         "SessionList": {"type": "object", "properties": {"sessions": {"type": "array", "items": schema_ref("SessionResponse")}, "total": {"type": "integer"}}},
         "Overview": {"type": "object", "properties": {"service": {"type": "string"}, "version": {"type": "string"}, "status": {"type": "string"},
-            "ships": {"type": "object", "properties": {"total": {"type": "integer"}, "running": {"type": "integer"}, "stopped": {"type": "integer"}, "creating": {"type": "integer"}}},
+            "ships": {"type": "object", "properties": {"total": {"type": "integer"}, "running": {"type": "integer"}, "stopped": {"type": "integer"}, "creating": {"type": "integer"}, "warm": {"type": "integer"}, "warming": {"type": "integer"}}},
             "sessions": {"type": "object", "properties": {"total": {"type": "integer"}, "active": {"type": "integer"}}}}},
         "Stat": {"type": "object", "properties": {"service": {"type": "string"}, "version": {"type": "string"}, "status": {"type": "string"}, "author": {"type": "string"}}},
         "Status": {"type": "object", "properties": {"status": {"type": "string"}, "message": {"type": "string"}}},

@@ -1,5 +1,6 @@
 //! `POST /ship` (bay-api.md §5.4): reuse the session's running ship, restore its stopped one,
-//! join a running ship with a free slot, or make a new one — and the removal of a new ship
+//! join a running ship with a free slot, or make a new one (a warm-pool ship when the spec is
+//! the default, see `pool.rs`) — and the removal of a new ship
 //! that never became ready.
 
 use std::time::Duration;
@@ -49,6 +50,11 @@ impl ShipService {
             if let Some(ship) = self.join_running(session, req).await? {
                 return Ok(ship);
             }
+        }
+        if self.fits_pool(req)
+            && let Some(ship) = self.claim_warm(session, req).await?
+        {
+            return Ok(ship);
         }
         self.create_new(session, req, caller).await
     }
@@ -147,7 +153,10 @@ impl ShipService {
             .tx(move |c| {
                 let mut out = Vec::new();
                 for ship in q::ships_with_status(c, ShipStatus::Running)? {
-                    if ship.max_session_num != max || q::relation(c, &s, &ship.id)?.is_some() {
+                    if ship.warm
+                        || ship.max_session_num != max
+                        || q::relation(c, &s, &ship.id)?.is_some()
+                    {
                         continue;
                     }
                     if q::active_count(c, &ship.id, now.micros())? < i64::from(ship.max_session_num)
@@ -211,8 +220,7 @@ impl ShipService {
         let slot: Slot = tokio::select! {
             biased;
             () = owner.abort.cancelled() => return Err(self.abort_reason()),
-            slot = self.admit(&ship_id) => slot?,
-            () = caller.cancelled() => return Err(super::caller_left()),
+            slot = self.admit(&ship_id, caller) => slot?,
         };
         let spec = self.effective_spec(&req.spec);
         let now = Self::now();
@@ -231,6 +239,7 @@ impl ShipService {
             auth_token: random_token(),
             deadline: None,
             ever_running: false,
+            warm: false,
         };
         let _g = self.inner.ship_locks.lock(&ship_id).await;
         let insert = row.clone();

@@ -16,6 +16,7 @@
 //! | `proxy.rs` | §4.15–4.18 | exec, upload, download, terminal |
 //! | `sessions.rs` | §4.19–4.22, §5.10 | sessions, primary relation |
 //! | `reconcile.rs` | §5.11 | start-up recovery and the periodic status check |
+//! | `pool.rs` | | the warm pool (`WARM_POOL_SIZE`): claim, refill, yield to demand |
 //!
 //! # Ownership
 //!
@@ -59,6 +60,7 @@ use crate::store::{ShipRow, Store};
 
 mod create;
 mod guards;
+mod pool;
 mod proxy;
 mod reconcile;
 mod sessions;
@@ -160,6 +162,10 @@ pub struct ShipCounts {
     pub stopped: usize,
     /// status 2
     pub creating: usize,
+    /// warm-pool ships ready to be claimed (not counted above)
+    pub warm: usize,
+    /// warm-pool ships being started (not counted above)
+    pub warming: usize,
 }
 
 /// Relation counts.
@@ -245,6 +251,8 @@ struct Inner {
     /// Number of lifecycle operations in flight (see [`ShipService::owned`]).
     operations: watch::Sender<usize>,
     events: broadcast::Sender<ShipEvent>,
+    /// Wakes the warm pool's refill task (a claim, a retired warm ship, demand gone).
+    pool_wake: Notify,
     /// Stops the background tasks and aborts starts in progress cleanly.
     shutdown: CancellationToken,
     /// Drops every operation where it stands (after the shutdown grace, or a simulated crash).
@@ -346,6 +354,7 @@ impl ShipService {
                 owners: Mutex::new(HashMap::new()),
                 operations: watch::Sender::new(0),
                 events,
+                pool_wake: Notify::new(),
                 shutdown: CancellationToken::new(),
                 halt: CancellationToken::new(),
                 tasks: Mutex::new(Vec::new()),
@@ -354,12 +363,13 @@ impl ShipService {
         service.recover().await?;
         let reaper = tokio::spawn(service.clone().reaper_loop());
         let checker = tokio::spawn(service.clone().status_check_loop());
+        let pool = tokio::spawn(service.clone().pool_loop());
         service
             .inner
             .tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .extend([reaper, checker]);
+            .extend([reaper, checker, pool]);
         Ok(service)
     }
 

@@ -10,6 +10,8 @@
 //!   is freed;
 //! * a RUNNING ship whose container the engine reports not running or not found: stopped. Any
 //!   other engine error is "unknown" and changes nothing;
+//! * a warm-pool ship whose container is gone, or that was stopped: removed (the pool refills);
+//!   ready warm-pool ships beyond `WARM_POOL_SIZE` (a restart with a smaller pool): removed;
 //! * a managed container of a recorded ship that should not have it: removed. Containers of
 //!   ship ids Bay has no record of are never touched.
 
@@ -37,6 +39,8 @@ impl ShipService {
         self.reconcile_unowned_starts().await;
         self.retry_pending_stops().await;
         self.check_running().await;
+        self.remove_stopped_warm().await;
+        self.trim_pool().await;
         self.remove_orphans().await;
     }
 
@@ -106,7 +110,49 @@ impl ShipService {
             if let Ok(Some(ship)) = self.refresh(&ship.id).await
                 && ship.status().can_attach()
             {
-                self.container_alive(&ship).await;
+                if ship.warm {
+                    self.warm_alive(&ship).await;
+                } else {
+                    self.container_alive(&ship).await;
+                }
+            }
+        }
+    }
+
+    /// A ready warm ship whose container is gone (or has no container) is removed, and the
+    /// pool replaces it; an engine error changes nothing. The ship lock must be held.
+    async fn warm_alive(&self, ship: &ShipRow) {
+        let gone = match ship.container_id.as_deref() {
+            None => true,
+            Some(cid) => matches!(
+                self.inner.driver.is_container_running(cid).await,
+                Ok(false) | Err(DriverError::NotFound(_))
+            ),
+        };
+        if gone {
+            info!(ship.id = %ship.id, "a warm ship's container is gone; replacing it");
+            self.discard_new_ship(&ship.id).await;
+            self.inner.pool_wake.notify_one();
+        }
+    }
+
+    /// A STOPPED warm ship (a stop that reached a pool ship) serves nobody: removed.
+    async fn remove_stopped_warm(&self) {
+        let Ok(stopped) = self
+            .inner
+            .store
+            .tx(|c| q::warm_ships(c, ShipStatus::Stopped))
+            .await
+        else {
+            return;
+        };
+        for ship in stopped {
+            let _g = self.inner.ship_locks.lock(&ship.id).await;
+            if let Ok(Some(ship)) = self.refresh(&ship.id).await
+                && ship.warm
+                && ship.status() == ShipStatus::Stopped
+            {
+                self.discard_new_ship(&ship.id).await;
             }
         }
     }

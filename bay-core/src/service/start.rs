@@ -53,6 +53,7 @@ impl ShipService {
             let ship = self
                 .refresh(ship_id)
                 .await?
+                .filter(|s| !s.warm)
                 .ok_or(Error::ShipNotFoundOrCreating)?;
             if ship.status().can_restore() {
                 info!(ship.id = %ship_id, session.id = %session, "starting a stopped ship");
@@ -140,8 +141,7 @@ impl ShipService {
         let slot: Slot = tokio::select! {
             biased;
             () = owner.abort.cancelled() => return Err(self.abort_reason()),
-            slot = self.admit(ship_id) => slot?,
-            () = caller.cancelled() => return Err(super::caller_left()),
+            slot = self.admit(ship_id, caller) => slot?,
         };
         let _g = self.inner.ship_locks.lock(ship_id).await;
         if owner.abort.is_cancelled() {
@@ -183,14 +183,40 @@ impl ShipService {
         }
     }
 
-    /// Waits for (or, in reject mode, tries once for) a slot for `ship_id`.
-    pub(super) async fn admit(&self, ship_id: &str) -> Result<Slot> {
+    /// Waits for (or, in reject mode, tries once for) a slot for `ship_id`. Warm-pool ships
+    /// yield to it: when the limit is reached and the pool holds slots, one warm ship is
+    /// retired first (its slot goes to this request, or to the head of the queue). Only the
+    /// wait in the queue follows `caller`: once a warm ship is retired for it, the request
+    /// goes on without its caller, like any request that does not have to wait.
+    pub(super) async fn admit(&self, ship_id: &str, caller: &CancellationToken) -> Result<Slot> {
+        let _demand = self.demand();
+        if self.pool_size() > 0 {
+            if self
+                .inner
+                .admission
+                .acquire(ship_id, AtLimit::Reject)
+                .await
+                .is_ok()
+            {
+                return Ok(Slot::new(&self.inner, ship_id));
+            }
+            if self.retire_for_demand().await
+                && self
+                    .inner
+                    .admission
+                    .acquire(ship_id, AtLimit::Reject)
+                    .await
+                    .is_ok()
+            {
+                return Ok(Slot::new(&self.inner, ship_id));
+            }
+        }
         let c = &self.inner.config;
         let at_limit = match c.behavior_after_max_ship {
             MaxShipBehavior::Reject => AtLimit::Reject,
             MaxShipBehavior::Wait => AtLimit::Wait(c.max_ship_wait),
         };
-        match self.inner.admission.acquire(ship_id, at_limit).await {
+        match wanted(caller, self.inner.admission.acquire(ship_id, at_limit)).await? {
             Ok(()) => Ok(Slot::new(&self.inner, ship_id)),
             Err(AdmissionError::Timeout) => Err(Error::SlotWaitTimeout),
             Err(AdmissionError::Full) => Err(Error::ShipLimitReached {
@@ -234,7 +260,7 @@ impl ShipService {
     /// container would hold the ship's data. The answer is awaited for a short grace, so the
     /// container is known and removed with the ship; one that answers even later is found by
     /// its labels (now, or by the status checker).
-    async fn create_container(
+    pub(super) async fn create_container(
         &self,
         row: &ShipRow,
         ttl: i64,
@@ -288,13 +314,13 @@ impl ShipService {
         Ok(())
     }
 
-    async fn ready_and_running(
+    /// Waits until the agent of a new container answers `/health` (within
+    /// `SHIP_HEALTH_CHECK_TIMEOUT`), and returns its endpoint.
+    pub(super) async fn agent_ready(
         &self,
         row: &ShipRow,
         info: &ContainerInfo,
-        session: &str,
-        ttl: i64,
-    ) -> Result<()> {
+    ) -> Result<ShipEndpoint> {
         let endpoint = ShipEndpoint::new(
             &info.ip_address,
             self.inner.config.ship_container_port,
@@ -311,6 +337,17 @@ impl ShipService {
                 secs: budget.as_secs(),
             });
         }
+        Ok(endpoint)
+    }
+
+    async fn ready_and_running(
+        &self,
+        row: &ShipRow,
+        info: &ContainerInfo,
+        session: &str,
+        ttl: i64,
+    ) -> Result<()> {
+        self.agent_ready(row, info).await?;
         let (id, sid, max_ttl) = (row.id.clone(), session.to_owned(), self.max_ttl());
         let found = self
             .inner

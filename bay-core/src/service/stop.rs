@@ -169,7 +169,7 @@ impl ShipService {
     /// lock, which the start holds until the ship is ready.
     async fn refuse_if_creating(&self, ship_id: &str) -> Result<()> {
         match self.refresh(ship_id).await? {
-            Some(ship) if ship.status().is_starting() => Err(Error::ShipCreating),
+            Some(ship) if ship.status().is_starting() && !ship.warm => Err(Error::ShipCreating),
             _ => Ok(()),
         }
     }
@@ -184,7 +184,12 @@ impl ShipService {
     async fn stop_owned(&self, ship_id: &str) -> Result<()> {
         self.refuse_if_creating(ship_id).await?;
         let _g = self.inner.ship_locks.lock(ship_id).await;
-        let ship = self.refresh(ship_id).await?.ok_or(Error::ShipNotFound)?;
+        // Warm-pool ships are not the API's to stop (they are hidden; see `pool.rs`).
+        let ship = self
+            .refresh(ship_id)
+            .await?
+            .filter(|s| !s.warm)
+            .ok_or(Error::ShipNotFound)?;
         if ship.status().is_starting() {
             return Err(Error::ShipCreating);
         }
@@ -209,7 +214,9 @@ impl ShipService {
     }
 
     async fn delete_owned(&self, ship_id: &str) -> Result<()> {
-        if self.refresh(ship_id).await?.is_none() {
+        // Warm-pool ships are not the API's to delete (they are hidden; see `pool.rs`); a
+        // claim makes a ship an ordinary one, never the other way round.
+        if self.refresh(ship_id).await?.is_none_or(|s| s.warm) {
             return Err(Error::ShipNotFound);
         }
         let aborted = self.abort_start(ship_id);

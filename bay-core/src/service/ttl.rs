@@ -31,11 +31,16 @@ impl ShipService {
     async fn extend_owned(&self, ship_id: &str, ttl: i64) -> Result<Ship> {
         if let Some(ship) = self.refresh(ship_id).await?
             && ship.status().is_starting()
+            && !ship.warm
         {
             return Err(Error::ShipCreating);
         }
         let _g = self.inner.ship_locks.lock(ship_id).await;
-        let ship = self.refresh(ship_id).await?.ok_or(Error::ShipNotFound)?;
+        let ship = self
+            .refresh(ship_id)
+            .await?
+            .filter(|s| !s.warm)
+            .ok_or(Error::ShipNotFound)?;
         if ship.status().is_starting() {
             return Err(Error::ShipCreating);
         }

@@ -60,7 +60,8 @@ impl ShipService {
             .inner
             .store
             .tx(move |c| {
-                let Some(ship) = q::ship(c, &id)? else {
+                // Warm-pool ships belong to nobody yet: the API does not show them.
+                let Some(ship) = q::ship(c, &id)?.filter(|s| !s.warm) else {
                     return Ok(None);
                 };
                 let rels = q::relations_of_ship(c, &id)?;
@@ -74,8 +75,18 @@ impl ShipService {
         self.load_view(ship_id).await?.ok_or(Error::ShipNotFound)
     }
 
-    /// Every ship, newest first.
+    /// Every ship, newest first; warm-pool ships are not listed (they appear in the overview).
     pub async fn list_ships(&self) -> Result<Vec<Ship>> {
+        self.list(false).await
+    }
+
+    /// The warm-pool ships (ready: RUNNING; being started: CREATING), newest first. The API
+    /// does not show them; this is for diagnostics and tests.
+    pub async fn list_warm_ships(&self) -> Result<Vec<Ship>> {
+        self.list(true).await
+    }
+
+    async fn list(&self, warm: bool) -> Result<Vec<Ship>> {
         let now = Self::now();
         Ok(self
             .inner
@@ -92,6 +103,7 @@ impl ShipService {
                 }
                 Ok(ships
                     .iter()
+                    .filter(|s| s.warm == warm)
                     .map(|s| {
                         Self::ship_view(
                             s,
@@ -104,7 +116,8 @@ impl ShipService {
             .await?)
     }
 
-    /// Counts of ships by status and of relations.
+    /// Counts of ships by status and of relations; warm-pool ships are counted apart (`warm`
+    /// ready, `warming` being started), not in `total`, `running` or `creating`.
     pub async fn overview(&self) -> Result<Overview> {
         let now = Self::now();
         Ok(self
@@ -113,13 +126,20 @@ impl ShipService {
             .tx(move |c| {
                 let ships = q::all_ships(c)?;
                 let rels = q::all_relations(c)?;
-                let count = |s: ShipStatus| ships.iter().filter(|r| r.status() == s).count();
+                let count = |s: ShipStatus, warm: bool| {
+                    ships
+                        .iter()
+                        .filter(|r| r.status() == s && r.warm == warm)
+                        .count()
+                };
                 Ok(Overview {
                     ships: ShipCounts {
-                        total: ships.len(),
-                        running: count(ShipStatus::Running),
-                        stopped: count(ShipStatus::Stopped),
-                        creating: count(ShipStatus::Creating),
+                        total: ships.iter().filter(|r| !r.warm).count(),
+                        running: count(ShipStatus::Running, false),
+                        stopped: count(ShipStatus::Stopped, false),
+                        creating: count(ShipStatus::Creating, false),
+                        warm: count(ShipStatus::Running, true),
+                        warming: count(ShipStatus::Creating, true),
                     },
                     sessions: SessionCounts {
                         total: rels.len(),
@@ -137,7 +157,7 @@ impl ShipService {
         self.inner
             .store
             .tx(move |c| {
-                if q::ship(c, &id)?.is_none() {
+                if q::ship(c, &id)?.is_none_or(|s| s.warm) {
                     return Ok(None);
                 }
                 Ok(Some(
@@ -152,9 +172,9 @@ impl ShipService {
     }
 
     /// `GET /ship/logs/{id}`: the last `tail` lines, or `""` when there is no container (a
-    /// STOPPED ship) or the engine cannot provide them.
+    /// STOPPED ship), the engine cannot provide them, or the ship is a hidden warm-pool ship.
     pub async fn ship_logs(&self, ship_id: &str, tail: u32) -> Result<String> {
-        let Some(ship) = self.refresh(ship_id).await? else {
+        let Some(ship) = self.refresh(ship_id).await?.filter(|s| !s.warm) else {
             return Ok(String::new());
         };
         if ship.status() == ShipStatus::Stopped {

@@ -7,7 +7,9 @@
 //! * no record is CREATING without an owner;
 //! * every container and every piece of data (the FakeDriver's state) belongs to a record, a
 //!   RUNNING ship's container exists and no other ship has one;
-//! * nobody waits in the admission queue.
+//! * nobody waits in the admission queue;
+//! * warm-pool ships (counted with the others above) are never listed, never STOPPED, have no
+//!   session, and there are at most `WARM_POOL_SIZE` of them.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -28,7 +30,7 @@ fn req(ttl: i64) -> CreateShip {
 
 /// Lets every lifecycle operation in flight end (they run without their callers), runs the
 /// status checker once, then checks the invariants.
-async fn settle_and_check(h: &Harness, scenario: &str) {
+pub async fn settle_and_check(h: &Harness, scenario: &str) {
     let idle = eventually(Duration::from_secs(15), || async {
         h.service.diagnostics().operations == 0
     })
@@ -42,9 +44,36 @@ async fn settle_and_check(h: &Harness, scenario: &str) {
     check_invariants(h, scenario).await;
 }
 
-async fn check_invariants(h: &Harness, scenario: &str) {
+pub async fn check_invariants(h: &Harness, scenario: &str) {
     let d = h.service.diagnostics();
-    let ships = h.service.list_ships().await.unwrap();
+    let mut ships = h.service.list_ships().await.unwrap();
+    let warm = h.service.list_warm_ships().await.unwrap();
+    // Warm-pool ships: never listed, never a session's, at most WARM_POOL_SIZE of them.
+    let pool_size = usize::try_from(h.service.config().warm_pool_size).unwrap();
+    assert!(
+        warm.len() <= pool_size,
+        "{scenario}: {} warm ships for a pool of {pool_size}",
+        warm.len()
+    );
+    for w in &warm {
+        assert!(
+            !ships.iter().any(|s| s.id == w.id),
+            "{scenario}: warm ship {} is listed",
+            w.id
+        );
+        assert!(
+            w.status != ShipStatus::Stopped,
+            "{scenario}: warm ship {} is STOPPED",
+            w.id
+        );
+        let sessions = h.service.list_sessions().await.unwrap();
+        assert!(
+            !sessions.iter().any(|r| r.ship_id == w.id),
+            "{scenario}: warm ship {} has a session",
+            w.id
+        );
+    }
+    ships.extend(warm);
     let owned: BTreeSet<&str> = d.owned.iter().map(String::as_str).collect();
     let ids: BTreeSet<&str> = ships.iter().map(|s| s.id.as_str()).collect();
     let expected: BTreeSet<&str> = ships

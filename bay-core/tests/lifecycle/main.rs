@@ -2,6 +2,7 @@
 
 mod faults;
 mod harness;
+mod pool;
 
 use std::collections::HashSet;
 use std::time::Duration;

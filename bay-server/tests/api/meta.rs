@@ -193,3 +193,49 @@ async fn openapi_lists_exactly_the_routes_of_section_4_1() {
             .any(|p| p["name"] == "file_path" && p["in"] == "query" && p["required"] == true)
     );
 }
+
+/// Polls `/stat/overview` until the warm pool has `n` ready ships and none starting.
+async fn warm_pool_ready(app: &TestApp, n: u64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let o = app.get("/stat/overview").send().await.json();
+        if o["ships"]["warm"] == n && o["ships"]["warming"] == 0 {
+            return o;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no warm pool of {n}: {o}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_warm_pool_is_counted_apart_in_the_overview_and_the_metrics() {
+    let app = TestApp::with(&[("WARM_POOL_SIZE", "2")]).await;
+    let o = warm_pool_ready(&app, 2).await;
+    // The keys of bay-api.md §4.5 keep counting the ships the API shows.
+    assert_eq!(
+        (o["ships"]["total"].clone(), o["ships"]["running"].clone()),
+        (0.into(), 0.into()),
+        "{o}"
+    );
+    assert_eq!(app.get("/ships").send().await.json(), serde_json::json!([]));
+    app.create_ship("s1").await;
+    // The claimed ship is counted as a ship; the refilled pool apart.
+    let o = warm_pool_ready(&app, 2).await;
+    assert_eq!(
+        (o["ships"]["total"].clone(), o["ships"]["running"].clone()),
+        (1.into(), 1.into()),
+        "{o}"
+    );
+    let text = app.get("/metrics").send().await.text();
+    for needle in [
+        "bay_ships{status=\"running\"} 1",
+        "# TYPE bay_ships_warm gauge",
+        "bay_ships_warm{state=\"ready\"} 2",
+        "bay_ships_warm{state=\"starting\"} 0",
+    ] {
+        assert!(text.contains(needle), "{needle} missing in\n{text}");
+    }
+}

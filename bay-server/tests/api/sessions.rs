@@ -141,7 +141,7 @@ async fn list_bodies_keep_the_contract_key_order() {
     );
     assert_eq!(
         keys(&r["ships"]),
-        ["total", "running", "stopped", "creating"]
+        ["total", "running", "stopped", "creating", "warm", "warming"]
     );
     assert_eq!(keys(&r["sessions"]), ["total", "active"]);
 }

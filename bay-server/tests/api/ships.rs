@@ -53,7 +53,7 @@ async fn create_get_list_and_overview() {
     let o = app.get("/stat/overview").send().await.json();
     assert_eq!(
         o["ships"],
-        json!({"total": 1, "running": 1, "stopped": 0, "creating": 0})
+        json!({"total": 1, "running": 1, "stopped": 0, "creating": 0, "warm": 0, "warming": 0})
     );
     assert_eq!(o["sessions"], json!({"total": 1, "active": 1}));
     assert_eq!(o["service"], "bay");

@@ -23,6 +23,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 mod abandoned;
 
+mod pool;
+
 const TOKEN: &str = "e2e-token";
 
 use bay_test_support::ship_image as image;

@@ -1,0 +1,2 @@
+DROP INDEX ships_warm;
+ALTER TABLE ships DROP COLUMN warm;
