@@ -23,13 +23,13 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
-use super::guards::Slot;
+use super::guards::{InflightGuard, Slot};
 use super::ttl::{grant, recompute_deadline};
 use super::{CreateShip, Inner, Ship, ShipService, random_token};
 use crate::driver::DriverError;
 use crate::error::{Error, Result};
 use crate::model::{EffectiveSpec, ShipStatus, SpecRequest, Timestamp};
-use crate::ship_client::Warmup;
+use crate::ship_client::{ShipEndpoint, ShipMethod, Warmup};
 use crate::store::{ShipRow, q};
 
 /// First pause after a failed fill; doubled after each further failure.
@@ -40,6 +40,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const POOL_IDLE: Duration = Duration::from_secs(30);
 /// Bound of the `POST /warmup` call.
 const WARMUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound of the interpreter start asked for right after a claim ([`ShipService::prepare_session`]).
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What one pass of the refill task came to.
 enum Refill {
@@ -120,6 +122,7 @@ impl ShipService {
                 self.max_ttl(),
             );
             let cid = id.clone();
+            let port = self.inner.config.ship_container_port;
             let claimed = self
                 .inner
                 .store
@@ -142,17 +145,55 @@ impl ShipService {
                     grant(c, &cid, &sid, ttl, now, max_ttl)?;
                     recompute_deadline(c, &mut ship, now)?;
                     let rels = q::relations_of_ship(c, &cid)?;
-                    Ok(Some(Self::ship_view(&ship, &rels, now)))
+                    let endpoint = ship
+                        .ip_address
+                        .as_deref()
+                        .map(|a| ShipEndpoint::new(a, port, &ship.auth_token));
+                    Ok(Some((Self::ship_view(&ship, &rels, now), endpoint)))
                 })
                 .await?;
-            if let Some(view) = claimed {
+            if let Some((view, endpoint)) = claimed {
                 info!(ship.id = %id, session.id = %session, "claimed a warm ship");
                 self.inner.reaper.notify_one();
                 self.inner.pool_wake.notify_one();
+                if let Some(endpoint) = endpoint {
+                    self.prepare_session(&id, endpoint, session);
+                }
                 return Ok(Some(view));
             }
         }
         Ok(None)
+    }
+
+    /// After a claim: asks the ship's agent to start the session's Python interpreter now
+    /// (`POST /ipython/create_kernel`; the agent hands it the spare `/warmup` started), on a
+    /// task of its own, so that the session's first `ipython/exec` finds it running instead of
+    /// waiting for the session's user and the adoption. The claim's answer does not wait for
+    /// it; an `ipython/exec` arriving meanwhile waits for the same start in the agent. Best
+    /// effort: after a failure the first call starts the interpreter, as without a pool. The
+    /// ship counts as busy for the reaper until the call ends; service shutdown abandons it.
+    fn prepare_session(&self, ship_id: &str, endpoint: ShipEndpoint, session: &str) {
+        let busy = InflightGuard::enter(&self.inner, ship_id);
+        let (client, halt) = (self.inner.client.clone(), self.inner.halt.clone());
+        let (id, sid) = (ship_id.to_owned(), session.to_owned());
+        tokio::spawn(async move {
+            let _busy = busy;
+            let start = client.exec(
+                &endpoint,
+                &sid,
+                ShipMethod::Post,
+                "/ipython/create_kernel",
+                None,
+                PREPARE_TIMEOUT,
+            );
+            tokio::select! {
+                () = halt.cancelled() => {}
+                r = start => match r {
+                    Ok(_) => debug!(ship.id = %id, session.id = %sid, "the claimed ship's Python interpreter is ready"),
+                    Err(e) => debug!(ship.id = %id, session.id = %sid, error = %e, "could not start the claimed ship's Python interpreter ahead; its first call will"),
+                },
+            }
+        });
     }
 
     /// Retires one pool ship so that its slot serves real demand: a ready one if any (removed

@@ -121,6 +121,25 @@ async fn a_default_create_claims_a_warm_ship_and_the_pool_refills() {
     assert_eq!(session.initial_ttl, 600);
     assert_eq!(h.service.get_ship(&ship.id).await.unwrap().id, ship.id);
     assert_eq!(h.service.list_ships().await.unwrap().len(), 1);
+    // The session's Python interpreter is started ahead, with the session and the ship's token.
+    let token = h
+        .driver
+        .token_of(ship.container_id.as_deref().unwrap())
+        .unwrap();
+    let prepared = eventually(Duration::from_secs(10), || async {
+        h.ship.seen().iter().any(|r| {
+            r.method == "POST"
+                && r.path == "/ipython/create_kernel"
+                && r.session.as_deref() == Some("s1")
+                && r.authorization.as_deref() == Some(&format!("Bearer {token}"))
+        })
+    })
+    .await;
+    assert!(
+        prepared,
+        "no interpreter start for s1: {:#?}",
+        h.ship.seen()
+    );
 
     // Refilled in the background, with a new ship.
     let refilled = warm_ready(&h, 2).await;

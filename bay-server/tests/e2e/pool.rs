@@ -108,6 +108,26 @@ async fn a_create_is_served_from_the_warm_pool_and_the_pool_refills() {
     let (s, list) = api.json(Method::GET, "/ships", None, None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    // Without any request of the session, the claim has the agent hand the spare interpreter
+    // to the session's user: a Python process that no longer runs as root.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let top = docker(&["top", &cid, "-eo", "pid,uid,comm"]);
+        let procs = String::from_utf8_lossy(&top.stdout).into_owned();
+        let adopted = procs.lines().any(|l| {
+            let mut f = l.split_whitespace().skip(1);
+            matches!((f.next(), f.next()), (Some(uid), Some(comm))
+                if comm.starts_with("python") && uid.parse::<u32>().is_ok_and(|u| u != 0))
+        });
+        if adopted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the claimed ship's interpreter was not started for its session:\n{procs}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let out = api
         .exec(&id, "pool-e2e", "ipython/exec", json!({"code": "6 * 7"}))
         .await;
