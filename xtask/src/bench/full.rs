@@ -40,6 +40,10 @@ const LABEL: &str = "bay.bench";
 /// Ships on which the first Python call is timed (it takes about a second on a fresh ship).
 const FIRST_CALLS: usize = 3;
 
+/// The pause of a client between a warm create and its first Python call, in the second set
+/// of warm first calls.
+const CLIENT_PAUSE: Duration = Duration::from_secs(1);
+
 const SHELL: &str = r#"{"command":"echo 1"}"#;
 const PYTHON: &str = r#"{"code":"print(1)"}"#;
 
@@ -160,6 +164,7 @@ struct Figures {
     warm_create: Vec<Duration>,
     first_python_cold: Vec<Duration>,
     first_python_warm: Vec<Duration>,
+    first_python_warm_later: Vec<Duration>,
     shell_bay: Vec<Duration>,
     shell_direct: Vec<Duration>,
     python_bay: Vec<Duration>,
@@ -562,6 +567,13 @@ fn warm_phase(
             f.first_python_warm.push(timed(|| {
                 exec(&mut http, &ship.id, &session, "ipython/exec", PYTHON)
             })?);
+        } else if i < 2 * FIRST_CALLS {
+            // A client that takes a moment after its create, as an agent deciding what to run
+            // does: the claim has had the agent start the session's interpreter meanwhile.
+            std::thread::sleep(CLIENT_PAUSE);
+            f.first_python_warm_later.push(timed(|| {
+                exec(&mut http, &ship.id, &session, "ipython/exec", PYTHON)
+            })?);
         }
         delete(&mut warm, &mut http, &ship.id)?;
     }
@@ -684,6 +696,20 @@ fn rows(args: &Args, f: &Figures) -> Vec<Row> {
         )
         .budget(Budget::Max(20.0)),
     );
+    if !f.first_python_warm_later.is_empty() {
+        rows.push(Row::new(
+            format!(
+                "  the same, {} s after the create (median of {})",
+                CLIENT_PAUSE.as_secs(),
+                f.first_python_warm_later.len()
+            ),
+            ms(median(f.first_python_warm_later.clone())),
+            "ms",
+            python,
+            "later python calls via Bay",
+            None,
+        ));
+    }
     let c = args.concurrent;
     rows.push(
         Row::new(
