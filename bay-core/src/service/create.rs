@@ -13,7 +13,8 @@ use super::ttl::{grant, recompute_deadline};
 use super::{CreateShip, Ship, ShipService, random_token, wanted};
 use crate::driver::DriverError;
 use crate::error::{Error, Result};
-use crate::model::{ShipStatus, Timestamp};
+use crate::keyed_lock::KeyGuard;
+use crate::model::{EffectiveSpec, ShipStatus, Timestamp};
 use crate::store::{ShipRow, q};
 
 impl ShipService {
@@ -223,31 +224,8 @@ impl ShipService {
             slot = self.admit(&ship_id, caller) => slot?,
         };
         let spec = self.effective_spec(&req.spec);
-        let now = Self::now();
-        let row = ShipRow {
-            id: ship_id.clone(),
-            status: ShipStatus::Creating.code(),
-            created_at: now.micros(),
-            updated_at: now.micros(),
-            container_id: None,
-            ip_address: None,
-            ttl: req.ttl,
-            max_session_num: req.max_session_num,
-            spec_cpus: spec.cpus,
-            spec_memory: spec.memory_bytes.and_then(|m| i64::try_from(m).ok()),
-            spec_disk: spec.disk_bytes.and_then(|d| i64::try_from(d).ok()),
-            auth_token: random_token(),
-            deadline: None,
-            ever_running: false,
-            warm: false,
-        };
-        let _g = self.inner.ship_locks.lock(&ship_id).await;
-        let insert = row.clone();
-        self.inner
-            .store
-            .tx(move |c| q::insert_ship(c, &insert))
-            .await?;
-        slot.hand_to_record();
+        let row = new_ship_row(&ship_id, &spec, req.ttl, req.max_session_num, false);
+        let _g = self.insert_new_ship(&row, slot).await?;
         info!(ship.id = %ship_id, session.id = %session, "creating a new ship");
         match self.bring_up(&row, session, req.ttl, &owner.abort).await {
             Ok(()) => self.get_ship(&ship_id).await,
@@ -334,5 +312,48 @@ impl ShipService {
             .await?;
         self.inner.reaper.notify_one();
         Ok(view)
+    }
+}
+
+/// The record of a new ship of `spec`: CREATING, no container yet (a create's or a pool fill's).
+pub(super) fn new_ship_row(
+    ship_id: &str,
+    spec: &EffectiveSpec,
+    ttl: i64,
+    max_session_num: i32,
+    warm: bool,
+) -> ShipRow {
+    let now = ShipService::now();
+    ShipRow {
+        id: ship_id.to_owned(),
+        status: ShipStatus::Creating.code(),
+        created_at: now.micros(),
+        updated_at: now.micros(),
+        container_id: None,
+        ip_address: None,
+        ttl,
+        max_session_num,
+        spec_cpus: spec.cpus,
+        spec_memory: spec.memory_bytes.and_then(|m| i64::try_from(m).ok()),
+        spec_disk: spec.disk_bytes.and_then(|d| i64::try_from(d).ok()),
+        auth_token: random_token(),
+        deadline: None,
+        ever_running: false,
+        warm,
+    }
+}
+
+impl ShipService {
+    /// Inserts the new ship `row` under its lock, which is returned held; the admission slot
+    /// passes to the record.
+    pub(super) async fn insert_new_ship(&self, row: &ShipRow, slot: Slot) -> Result<KeyGuard> {
+        let guard = self.inner.ship_locks.lock(&row.id).await;
+        let insert = row.clone();
+        self.inner
+            .store
+            .tx(move |c| q::insert_ship(c, &insert))
+            .await?;
+        slot.hand_to_record();
+        Ok(guard)
     }
 }

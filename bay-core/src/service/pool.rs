@@ -23,9 +23,10 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
+use super::create::new_ship_row;
 use super::guards::{InflightGuard, Slot};
 use super::ttl::{grant, recompute_deadline};
-use super::{CreateShip, Inner, Ship, ShipService, random_token};
+use super::{CreateShip, Inner, Ship, ShipService};
 use crate::driver::DriverError;
 use crate::error::{Error, Result};
 use crate::model::{EffectiveSpec, ShipStatus, SpecRequest, Timestamp};
@@ -396,32 +397,14 @@ impl ShipService {
             return Ok(false);
         }
         let slot = Slot::new(&self.inner, &ship_id);
-        let spec = self.pool_spec();
-        let now = Self::now();
-        let row = ShipRow {
-            id: ship_id.clone(),
-            status: ShipStatus::Creating.code(),
-            created_at: now.micros(),
-            updated_at: now.micros(),
-            container_id: None,
-            ip_address: None,
-            ttl: self.inner.config.default_ship_ttl,
-            max_session_num: 1,
-            spec_cpus: spec.cpus,
-            spec_memory: spec.memory_bytes.and_then(|m| i64::try_from(m).ok()),
-            spec_disk: spec.disk_bytes.and_then(|d| i64::try_from(d).ok()),
-            auth_token: random_token(),
-            deadline: None,
-            ever_running: false,
-            warm: true,
-        };
-        let _g = self.inner.ship_locks.lock(&ship_id).await;
-        let insert = row.clone();
-        self.inner
-            .store
-            .tx(move |c| q::insert_ship(c, &insert))
-            .await?;
-        slot.hand_to_record();
+        let row = new_ship_row(
+            &ship_id,
+            &self.pool_spec(),
+            self.inner.config.default_ship_ttl,
+            1,
+            true,
+        );
+        let _g = self.insert_new_ship(&row, slot).await?;
         debug!(ship.id = %ship_id, "filling the warm pool");
         let up = async {
             let info = self.create_container(&row, row.ttl, &owner.abort).await?;
