@@ -101,7 +101,8 @@ impl ShipService {
             let Some(row) = self.refresh(&id).await? else {
                 continue;
             };
-            if !(row.warm && row.status().can_attach()) {
+            // Made under other default limits (the status check removes it): not this spec.
+            if !(row.warm && row.status().can_attach() && row.spec() == self.pool_spec()) {
                 continue;
             }
             if let Some(cid) = row.container_id.as_deref() {
@@ -172,10 +173,11 @@ impl ShipService {
     /// waiting for the session's user and the adoption. The claim's answer does not wait for
     /// it; an `ipython/exec` arriving meanwhile waits for the same start in the agent. Best
     /// effort: after a failure the first call starts the interpreter, as without a pool. The
-    /// ship counts as busy for the reaper until the call ends; service shutdown abandons it.
+    /// ship counts as busy for the reaper until the call ends; the service's shutdown abandons it.
     fn prepare_session(&self, ship_id: &str, endpoint: ShipEndpoint, session: &str) {
         let busy = InflightGuard::enter(&self.inner, ship_id);
         let (client, halt) = (self.inner.client.clone(), self.inner.halt.clone());
+        let shutdown = self.inner.shutdown.clone();
         let (id, sid) = (ship_id.to_owned(), session.to_owned());
         tokio::spawn(async move {
             let _busy = busy;
@@ -189,6 +191,7 @@ impl ShipService {
             );
             tokio::select! {
                 () = halt.cancelled() => {}
+                () = shutdown.cancelled() => {}
                 r = start => match r {
                     Ok(_) => debug!(ship.id = %id, session.id = %sid, "the claimed ship's Python interpreter is ready"),
                     Err(e) => debug!(ship.id = %id, session.id = %sid, error = %e, "could not start the claimed ship's Python interpreter ahead; its first call will"),
@@ -265,9 +268,10 @@ impl ShipService {
         self.discard_new_ship(id).await
     }
 
-    /// Ready pool ships beyond `WARM_POOL_SIZE` — made before a restart with a smaller pool,
-    /// or none — are removed, the newest first: they would hold their slots for ever, since
-    /// nothing else claims, expires or retires them. Part of the status check.
+    /// Ready pool ships made with other default limits, and those beyond `WARM_POOL_SIZE` —
+    /// made before a restart with another configuration, a smaller pool or none — are removed
+    /// (the surplus newest first): they would hold their slots for ever, since nothing else
+    /// claims, expires or retires them. Part of the status check.
     pub(super) async fn trim_pool(&self) {
         let Ok(ready) = self
             .inner
@@ -277,8 +281,20 @@ impl ShipService {
         else {
             return;
         };
-        let surplus = ready.len().saturating_sub(self.pool_size());
-        for candidate in ready.iter().rev().take(surplus) {
+        // Made under other default limits (before a restart with a changed configuration):
+        // a create would get limits it did not ask for.
+        let spec = self.pool_spec();
+        let (current, stale): (Vec<_>, Vec<_>) =
+            ready.into_iter().partition(|row| row.spec() == spec);
+        for candidate in &stale {
+            self.retire_ready(
+                &candidate.id,
+                "removing a warm ship made with other default limits",
+            )
+            .await;
+        }
+        let surplus = current.len().saturating_sub(self.pool_size());
+        for candidate in current.iter().rev().take(surplus) {
             self.retire_ready(&candidate.id, "removing a warm ship beyond WARM_POOL_SIZE")
                 .await;
         }
@@ -336,6 +352,9 @@ impl ShipService {
             match self.owned(async move { this.fill_one().await }).await {
                 Ok(true) => {}
                 Ok(false) => return Refill::NoRoom,
+                // Aborted for a request at the limit: not an engine fault, so no back-off —
+                // the slot went to demand.
+                Err(Error::DeletedWhileStarting) => return Refill::NoRoom,
                 Err(e) => {
                     warn!(error = %e, "filling the warm pool failed; backing off");
                     return Refill::Failed;

@@ -191,24 +191,21 @@ impl ShipService {
     pub(super) async fn admit(&self, ship_id: &str, caller: &CancellationToken) -> Result<Slot> {
         let _demand = self.demand();
         if self.pool_size() > 0 {
-            if self
-                .inner
-                .admission
-                .acquire(ship_id, AtLimit::Reject)
-                .await
-                .is_ok()
-            {
-                return Ok(Slot::new(&self.inner, ship_id));
-            }
-            if self.retire_for_demand().await
-                && self
+            // A slot freed by a retire is not reserved: a concurrent request may take it, so
+            // retire again while pool ships are left rather than refuse or queue.
+            loop {
+                if self
                     .inner
                     .admission
                     .acquire(ship_id, AtLimit::Reject)
                     .await
                     .is_ok()
-            {
-                return Ok(Slot::new(&self.inner, ship_id));
+                {
+                    return Ok(Slot::new(&self.inner, ship_id));
+                }
+                if !self.retire_for_demand().await {
+                    break;
+                }
             }
         }
         let c = &self.inner.config;

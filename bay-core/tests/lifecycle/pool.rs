@@ -618,3 +618,28 @@ async fn a_restart_with_a_smaller_pool_or_none_gives_the_surplus_slots_back() {
     settle_and_check(&h, "pool turned off").await;
     assert_eq!(h.driver.containers().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_with_other_default_limits_replaces_the_warm_ships() {
+    let mut h = Harness::new(&[("WARM_POOL_SIZE", "2"), ("DEFAULT_SHIP_MEMORY", "512m")]).await;
+    let old = warm_ready(&h, 2).await;
+    h.settings.retain(|(k, _)| k != "DEFAULT_SHIP_MEMORY");
+    h.settings
+        .push(("DEFAULT_SHIP_MEMORY".into(), "256m".into()));
+    h.restart().await;
+    // The ships made with 512m are removed at start-up; the pool refills with 256m ones.
+    let new = warm_ready(&h, 2).await;
+    assert!(
+        new.is_disjoint(&old),
+        "old warm ships kept: {old:?} {new:?}"
+    );
+    let ship = h.service.create_ship("s", req(600)).await.unwrap();
+    assert!(new.contains(&ship.id));
+    let spec = h
+        .driver
+        .spec_of(ship.container_id.as_deref().unwrap())
+        .unwrap();
+    assert_eq!(spec.memory_bytes, Some(256 * 1024 * 1024));
+    settled(&h, 2, "restart with other default limits").await;
+    assert_eq!(h.driver.containers().len(), 3);
+}
