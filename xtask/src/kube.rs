@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 
 use crate::cmd;
 
@@ -1073,14 +1073,18 @@ pub fn down() -> anyhow::Result<()> {
     {
         let _ = child.try_wait();
     }
-    if let Err(e) = unmount_under(&st) {
-        errors.push(format!("{e:#}"));
-    }
+    let unmounted = unmount_under(&st);
     if let Err(e) = restore_host_state(&st) {
         errors.push(format!("{e:#}"));
     }
-    if let Err(e) = std::fs::remove_dir_all(&st) {
-        errors.push(format!("removing {}: {e}", st.display()));
+    match unmounted {
+        // Never delete through a mount: it would delete the mounted source.
+        Err(e) => errors.push(format!("{e:#}; {} left in place", st.display())),
+        Ok(()) => {
+            if let Err(e) = std::fs::remove_dir_all(&st) {
+                errors.push(format!("removing {}: {e}", st.display()));
+            }
+        }
     }
     if let Some(first) = errors.first() {
         bail!("teardown incomplete: {first} ({} error(s))", errors.len());
@@ -1154,8 +1158,8 @@ fn remove_kubelet_containers() -> anyhow::Result<()> {
     cmd::output(Command::new("docker").args(["rm", "-f", "-v"]).args(&ids)).map(|_| ())
 }
 
-/// Unmounts every mount point under `dir`, deepest first (lazily when busy).
-fn unmount_under(dir: &Path) -> anyhow::Result<()> {
+/// The mount points at or under `dir` (a point mounted twice comes twice), deepest first.
+fn mount_points_under(dir: &Path) -> anyhow::Result<Vec<String>> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
     let prefix = dir.to_string_lossy().into_owned();
     let mut points: Vec<String> = mountinfo
@@ -1164,13 +1168,20 @@ fn unmount_under(dir: &Path) -> anyhow::Result<()> {
         .map(unescape_mount_path)
         .filter(|p| p == &prefix || p.starts_with(&format!("{prefix}/")))
         .collect();
-    // Deepest first; a point mounted twice (the kubelet's self bind mount) comes twice.
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for point in points {
+    Ok(points)
+}
+
+/// Unmounts every mount point under `dir`, deepest first (lazily when busy), trying each one
+/// even after a failure; fails when any is still mounted afterwards.
+fn unmount_under(dir: &Path) -> anyhow::Result<()> {
+    for point in mount_points_under(dir)? {
         if !cmd::succeeds(Command::new("umount").arg(&point)) {
-            cmd::run(Command::new("umount").arg("-l").arg(&point))?;
+            let _ = cmd::run(Command::new("umount").arg("-l").arg(&point));
         }
     }
+    let left = mount_points_under(dir)?;
+    ensure!(left.is_empty(), "still mounted: {}", left.join(", "));
     Ok(())
 }
 
@@ -1195,11 +1206,14 @@ fn unescape_mount_path(raw: &str) -> String {
 }
 
 fn restore_host_state(st: &Path) -> anyhow::Result<()> {
+    // Every recorded value is restored even when one fails; the first failure is reported.
+    let mut failed = None;
     if let Ok(text) = std::fs::read_to_string(st.join("sysctls")) {
         for line in text.lines() {
-            if let Some((name, value)) = line.split_once(' ') {
-                std::fs::write(Path::new("/proc/sys").join(name), value)
-                    .with_context(|| format!("restoring sysctl {name}={value}"))?;
+            if let Some((name, value)) = line.split_once(' ')
+                && let Err(e) = std::fs::write(Path::new("/proc/sys").join(name), value)
+            {
+                failed.get_or_insert(format!("restoring sysctl {name}={value}: {e}"));
             }
         }
     }
@@ -1220,7 +1234,10 @@ fn restore_host_state(st: &Path) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    match failed {
+        Some(e) => bail!(e),
+        None => Ok(()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
