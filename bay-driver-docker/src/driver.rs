@@ -471,8 +471,8 @@ pub fn image_missing(image: &str) -> DriverError {
 /// directory) as root (pure: unit-tested). It carries `bay.managed` (so that everything Bay
 /// creates is found by that label), `bay.helper` (so that [`ContainerDriver::list_managed`]
 /// does not mistake it for a ship) and the ship id; the engine removes it when it exits
-/// (`auto_remove`), with its anonymous volumes (the image's `VOLUME`s), even when Bay is gone by
-/// then.
+/// (`auto_remove`), even when Bay is gone by then. The image's `VOLUME`s are covered by tmpfs
+/// mounts, so the helper has no anonymous volume to leave behind.
 pub(crate) fn helper_body(
     settings: &DockerSettings,
     ship_id: &str,
@@ -487,11 +487,17 @@ pub(crate) fn helper_body(
         labels: Some(engine::helper_labels(&settings.extra_labels, ship_id)),
         network_disabled: Some(true),
         host_config: Some(HostConfig {
-            mounts: Some(vec![mount(
-                MountType::BIND,
-                host_root.display().to_string(),
-                HELPER_DATA_MOUNT,
-            )]),
+            mounts: Some(vec![
+                mount(
+                    MountType::BIND,
+                    host_root.display().to_string(),
+                    HELPER_DATA_MOUNT,
+                ),
+                // Over the image's `VOLUME`s: otherwise the engine makes an anonymous volume
+                // for each, which the self-removal of Docker 20.10 leaves behind.
+                tmpfs(HOME_MOUNT),
+                tmpfs(METADATA_MOUNT),
+            ]),
             network_mode: Some("none".to_owned()),
             auto_remove: Some(true),
             ..Default::default()
@@ -603,6 +609,15 @@ fn mount(typ: MountType, source: String, target: &str) -> Mount {
     Mount {
         typ: Some(typ),
         source: Some(source),
+        target: Some(target.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// An empty tmpfs at `target`.
+fn tmpfs(target: &str) -> Mount {
+    Mount {
+        typ: Some(MountType::TMPFS),
         target: Some(target.to_owned()),
         ..Default::default()
     }
@@ -1122,10 +1137,17 @@ mod tests {
         let hc = body.host_config.unwrap();
         assert_eq!(hc.auto_remove, Some(true));
         assert_eq!(hc.network_mode.as_deref(), Some("none"));
-        assert_eq!(
-            hc.mounts.unwrap()[0].source.as_deref(),
-            Some("/srv/ships/abc")
-        );
+        let mounts = hc.mounts.unwrap();
+        assert_eq!(mounts[0].source.as_deref(), Some("/srv/ships/abc"));
+        // The image's VOLUMEs are covered: no anonymous volume is made for them.
+        for target in [HOME_MOUNT, METADATA_MOUNT] {
+            assert!(
+                mounts
+                    .iter()
+                    .any(|m| m.typ == Some(MountType::TMPFS) && m.target.as_deref() == Some(target)),
+                "{target} not covered: {mounts:?}"
+            );
+        }
         // ... and is never taken for a ship by list_managed.
         let summary = |labels: HashMap<String, String>| ContainerSummary {
             id: Some("c1".into()),
