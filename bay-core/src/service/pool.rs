@@ -90,11 +90,7 @@ impl ShipService {
     /// Hands a ready pool ship to `session` (see the module documentation), or `None` when no
     /// pool ship is ready. A pool ship whose container is gone is retired on the way.
     pub(super) async fn claim_warm(&self, session: &str, req: &CreateShip) -> Result<Option<Ship>> {
-        let ready = self
-            .inner
-            .store
-            .tx(|c| q::warm_ships(c, ShipStatus::Running))
-            .await?;
+        let ready = self.warm_ships(ShipStatus::Running).await?;
         for candidate in ready {
             let id = candidate.id;
             let _g = self.inner.ship_locks.lock(&id).await;
@@ -200,6 +196,15 @@ impl ShipService {
         });
     }
 
+    /// The pool ships in `status`.
+    pub(super) async fn warm_ships(&self, status: ShipStatus) -> Result<Vec<ShipRow>> {
+        Ok(self
+            .inner
+            .store
+            .tx(move |c| q::warm_ships(c, status))
+            .await?)
+    }
+
     /// Retires one pool ship so that its slot serves real demand: a ready one if any (removed
     /// with its container and data), else a filling one (its fill is aborted and cleans up).
     /// Runs on a service-owned task, so a caller that leaves never interrupts a removal.
@@ -212,12 +217,7 @@ impl ShipService {
     }
 
     async fn retire_one(&self) -> bool {
-        let Ok(ready) = self
-            .inner
-            .store
-            .tx(|c| q::warm_ships(c, ShipStatus::Running))
-            .await
-        else {
+        let Ok(ready) = self.warm_ships(ShipStatus::Running).await else {
             return false;
         };
         // The newest first: the oldest have had longest to warm up.
@@ -232,12 +232,7 @@ impl ShipService {
                 return true;
             }
         }
-        let Ok(filling) = self
-            .inner
-            .store
-            .tx(|c| q::warm_ships(c, ShipStatus::Creating))
-            .await
-        else {
+        let Ok(filling) = self.warm_ships(ShipStatus::Creating).await else {
             return false;
         };
         for candidate in filling {
@@ -273,12 +268,7 @@ impl ShipService {
     /// (the surplus newest first): they would hold their slots for ever, since nothing else
     /// claims, expires or retires them. Part of the status check.
     pub(super) async fn trim_pool(&self) {
-        let Ok(ready) = self
-            .inner
-            .store
-            .tx(|c| q::warm_ships(c, ShipStatus::Running))
-            .await
-        else {
+        let Ok(ready) = self.warm_ships(ShipStatus::Running).await else {
             return;
         };
         // Made under other default limits (before a restart with a changed configuration):

@@ -138,12 +138,7 @@ impl ShipService {
 
     /// A STOPPED warm ship (a stop that reached a pool ship) serves nobody: removed.
     async fn remove_stopped_warm(&self) {
-        let Ok(stopped) = self
-            .inner
-            .store
-            .tx(|c| q::warm_ships(c, ShipStatus::Stopped))
-            .await
-        else {
+        let Ok(stopped) = self.warm_ships(ShipStatus::Stopped).await else {
             return;
         };
         for ship in stopped {

@@ -212,7 +212,9 @@ fn remove_run(run: &str) {
     let filter = format!("label={RUN_LABEL}={run}");
     let containers = lines(docker_cli(&["ps", "-aq", "--filter", &filter]));
     if !containers.is_empty() {
-        let mut args = vec!["rm".to_owned(), "-f".to_owned()];
+        // `-v`: a container made without Bay's mounts (the kubelet look-alikes) has anonymous
+        // volumes for the image's VOLUMEs.
+        let mut args = vec!["rm".to_owned(), "-f".to_owned(), "-v".to_owned()];
         args.extend(containers);
         docker_cli(&args);
     }
