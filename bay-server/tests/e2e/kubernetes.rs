@@ -81,73 +81,23 @@ async fn kubernetes_runs_shell_and_python_in_a_pod() {
         "`256m` reached Kubernetes as mebibytes"
     );
 
-    let out = api
-        .exec(
-            &id,
-            "alice",
-            "shell/exec",
-            json!({"command": "echo hi > note.txt; cat note.txt; id -u"}),
-        )
-        .await;
-    assert_eq!(out["return_code"], 0, "{out}");
-    let stdout = out["stdout"].as_str().unwrap();
-    assert!(stdout.starts_with("hi\n"), "{out}");
-    assert_ne!(stdout.lines().nth(1), Some("0"), "never root: {out}");
-    let out = api
-        .exec(
-            &id,
-            "alice",
-            "ipython/exec",
-            json!({"code": "x = 20\nx + 22"}),
-        )
-        .await;
-    assert_eq!(out["output"]["text"], "42", "{out}");
+    api.shell_and_python(&id, "alice").await;
 
     // Soft delete removes the Pod and keeps the PVC; /start restores the files.
-    let resp = api
-        .req(M::DELETE, &format!("/ship/{id}"), None)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    api.delete(&format!("/ship/{id}")).await;
     assert!(
         cluster.kubectl(&["get", "pvc", &pod]).status.success(),
         "PVC kept"
     );
-    let (s, started) = api
-        .json(
-            M::POST,
-            &format!("/ship/{id}/start"),
-            Some("alice"),
-            Some(json!({"ttl": 600})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{started}");
-    let out = api
-        .exec(
-            &id,
-            "alice",
-            "shell/exec",
-            json!({"command": "cat note.txt"}),
-        )
-        .await;
-    assert_eq!(
-        out["stdout"].as_str().map(str::trim),
-        Some("hi"),
-        "files survive the restore: {out}"
-    );
+    api.start(&id, "alice").await;
+    api.note_survived(&id, "alice").await;
     let (s, logs) = api
         .json(M::GET, &format!("/ship/logs/{id}?tail=20"), None, None)
         .await;
     assert_eq!(s, StatusCode::OK, "{logs}");
 
     // Permanent delete removes the PVC too.
-    let resp = api
-        .req(M::DELETE, &format!("/ship/{id}/permanent"), None)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    api.delete(&format!("/ship/{id}/permanent")).await;
     let left = cluster.kubectl(&[
         "get",
         "pods,persistentvolumeclaims,secrets",

@@ -241,6 +241,23 @@ impl Api {
         ship
     }
 
+    /// The `note.txt` [`Api::shell_and_python`] left says `hi` (after a stop and restore).
+    async fn note_survived(&self, ship: &str, session: &str) {
+        let out = self
+            .exec(
+                ship,
+                session,
+                "shell/exec",
+                json!({"command": "cat note.txt"}),
+            )
+            .await;
+        assert_eq!(
+            out["stdout"].as_str().map(str::trim),
+            Some("hi"),
+            "files survive the restore: {out}"
+        );
+    }
+
     /// Shell (never as root; leaves `note.txt` saying `hi`) and Python with state (`x = 20`),
     /// as `session`.
     async fn shell_and_python(&self, ship: &str, session: &str) {

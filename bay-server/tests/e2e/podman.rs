@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use serde_json::json;
 
 use super::{Api, Bay, Engine};
 
@@ -64,19 +63,7 @@ async fn podman_host_runs_shell_and_python_in_a_ship() {
     api.delete(&format!("/ship/{id}")).await;
     assert!(!podman(&["container", "exists", &cid]).status.success());
     api.start(&id, "alice").await;
-    let out = api
-        .exec(
-            &id,
-            "alice",
-            "shell/exec",
-            json!({"command": "cat note.txt"}),
-        )
-        .await;
-    assert_eq!(
-        out["stdout"].as_str().map(str::trim),
-        Some("hi"),
-        "files survive the restore: {out}"
-    );
+    api.note_survived(&id, "alice").await;
     api.delete(&format!("/ship/{id}/permanent")).await;
     for v in bay_core::engine::volume_names(&id) {
         assert!(
