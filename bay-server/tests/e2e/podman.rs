@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-
 use super::{Api, Bay, Engine};
 
 pub(crate) fn podman(args: &[&str]) -> std::process::Output {
